@@ -1,0 +1,3 @@
+"""rnnlab: recurrent neural network experiments on PyTorch Lightning and Hydra."""
+
+__version__ = "0.1.0"

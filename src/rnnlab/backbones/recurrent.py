@@ -1,0 +1,146 @@
+"""The recurrent encoder every task shares: optional embedding, then an RNN, LSTM or GRU over a padded batch.
+
+    inputs   (B, T) token ids (long) when built with ``vocab_size``,
+             or (B, T, F) real-valued features (float) when built with ``input_size`` (F = input_size)
+    lengths  (B,)   valid steps per sequence, each in [1, T]; any device
+    outputs  (B, T, D) D = hidden_size * num_directions, forward then backward per step; exact zeros at padding
+    final    (num_layers * num_directions, B, H) in torch's layout (layer-major, direction-minor);
+             for the LSTM a tuple (h_n, c_n). Forward direction: the state at each sequence's last valid
+             step; backward direction: the state after reading back to step 0.
+
+``impl="fused"`` (or ``"auto"``) runs torch.nn's layers (cuDNN on GPU) on a packed sequence;
+``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. Both have the same parameter names, so a
+state dict from one loads into the other.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.backbones.reference import ReferenceGRU, ReferenceLSTM, ReferenceRNN
+from rnnlab.errors import UserError, check_choice
+
+CELLS = ("rnn", "lstm", "gru")
+IMPLS = ("auto", "fused", "reference")
+NONLINEARITIES = ("tanh", "relu")
+
+_FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+_REFERENCE = {"rnn": ReferenceRNN, "lstm": ReferenceLSTM, "gru": ReferenceGRU}
+
+FinalState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for the LSTM
+
+
+def _key(name: str) -> str:
+    return f"model.backbone.{name}"
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise UserError(f"{_key(name)} must be >= 1; got {value}")
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"{_key(name)} must be in [0, 1); got {value}")
+
+
+class RecurrentBackbone(nn.Module):
+    """Embedding (token inputs) or raw features, then a (bi)directional, multi-layer recurrent network."""
+
+    def __init__(
+        self,
+        cell: str = "lstm",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        nonlinearity: str = "tanh",
+        impl: str = "auto",
+        embedding_dim: int = 128,
+        embedding_dropout: float = 0.0,
+        vocab_size: int | None = None,
+        padding_idx: int | None = 0,
+        input_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice(_key("cell"), cell, CELLS)
+        check_choice(_key("impl"), impl, IMPLS)
+        check_choice(_key("nonlinearity"), nonlinearity, NONLINEARITIES)
+        if nonlinearity != "tanh" and cell != "rnn":
+            raise UserError(
+                f"{_key('nonlinearity')} applies to cell=rnn only; got nonlinearity={nonlinearity!r} with cell={cell!r}"
+            )
+        _check_positive("hidden_size", hidden_size)
+        _check_positive("num_layers", num_layers)
+        _check_probability("dropout", dropout)
+        _check_probability("embedding_dropout", embedding_dropout)
+        if (vocab_size is None) == (input_size is None):
+            raise UserError(
+                f"set exactly one of {_key('vocab_size')} (token-id inputs) or {_key('input_size')} "
+                f"(real-valued features); got vocab_size={vocab_size}, input_size={input_size}"
+            )
+
+        self.cell = cell
+        self.impl = "reference" if impl == "reference" else "fused"
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = hidden_size * self.num_directions
+
+        self.embedding: nn.Embedding | None = None
+        self.embedding_dropout = nn.Dropout(embedding_dropout)  # applied to embeddings only
+        if vocab_size is not None:
+            _check_positive("vocab_size", vocab_size)
+            _check_positive("embedding_dim", embedding_dim)
+            if padding_idx is not None and not -vocab_size <= padding_idx < vocab_size:
+                raise UserError(
+                    f"{_key('padding_idx')} must be a token id below vocab_size={vocab_size}; got {padding_idx}"
+                )
+            self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+            rnn_input = embedding_dim
+        else:
+            assert input_size is not None
+            _check_positive("input_size", input_size)
+            rnn_input = input_size
+
+        extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+        if self.impl == "fused":
+            # Dropout acts between layers only; torch warns when it is set on a single layer.
+            self.rnn: nn.Module = _FUSED[cell](
+                rnn_input,
+                hidden_size,
+                num_layers=num_layers,
+                bidirectional=bidirectional,
+                dropout=dropout if num_layers > 1 else 0.0,
+                batch_first=True,
+                **extra,
+            )
+        else:
+            self.rnn = _REFERENCE[cell](rnn_input, hidden_size, num_layers, bidirectional, dropout, **extra)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
+        """inputs (B, T) long or (B, T, F) float, lengths (B,) each >= 1 -> outputs (B, T, D), final.
+
+        final is (num_layers * num_directions, B, H), or (h_n, c_n) for the LSTM. A length of 0 may
+        raise ValueError.
+        """
+        x = inputs
+        if self.embedding is not None:
+            x = self.embedding_dropout(self.embedding(inputs))  # (B, T, E)
+        if self.impl == "reference":
+            return self.rnn(x, lengths)
+        return self._run_fused(x, lengths)
+
+    def _run_fused(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
+        """x (B, T, F) -> torch.nn's layer over a packed batch, re-padded to (B, T, D)."""
+        steps = x.shape[1]
+        # Packing needs lengths on the CPU (one host sync on GPU); the all-full check then comes free.
+        lengths = lengths.to("cpu", torch.int64)
+        if bool((lengths == steps).all()):
+            return self.rnn(x)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        packed_out, final = self.rnn(packed)
+        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
+        return outputs, final

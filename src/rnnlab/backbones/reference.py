@@ -1,0 +1,167 @@
+"""Textbook RNN, LSTM and GRU in plain tensor ops: a readable, checkable twin of torch.nn's fused layers.
+
+Parameters are named, shaped and initialised exactly as in torch.nn's recurrent layers, so state dicts
+load either way. Inputs are batch-first and padded:
+
+    x        (B, T, F) float
+    lengths  (B,)      valid steps per sequence, each in [1, T]
+    outputs  (B, T, D) D = H * num_directions, forward then backward per step; exact zeros at padding
+    final    (num_layers * num_directions, B, H), layer-major and direction-minor as in torch;
+             for the LSTM a tuple (h_n, c_n)
+
+The forward direction's final state is taken at each sequence's last valid step, the backward one
+after reading back to step 0, starting from the sequence's own last valid step (never from padding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlab.errors import check_choice
+from rnnlab.masking import lengths_to_mask, reverse_padded
+
+State = tuple[torch.Tensor, ...]  # (h,) or, for the LSTM, (h, c); each (B, H)
+
+
+class ReferenceRecurrent(nn.Module):
+    """Shared machinery: parameters, layers, directions, masking. Subclasses define ``gates`` and ``cell``."""
+
+    gates: int
+    state_size: int = 1  # tensors in the recurrent state: 1 (h) or 2 (h, c)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.num_directions = 2 if bidirectional else 1
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            for suffix in self._suffixes():
+                rows = self.gates * hidden_size
+                self.register_parameter(f"weight_ih_l{layer}{suffix}", nn.Parameter(torch.empty(rows, layer_input)))
+                self.register_parameter(f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty(rows, hidden_size)))
+                self.register_parameter(f"bias_ih_l{layer}{suffix}", nn.Parameter(torch.empty(rows)))
+                self.register_parameter(f"bias_hh_l{layer}{suffix}", nn.Parameter(torch.empty(rows)))
+        self.reset_parameters()
+
+    def _suffixes(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def reset_parameters(self) -> None:
+        """uniform(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as torch.nn does."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"bidirectional={self.bidirectional}, dropout={self.dropout}"
+        )
+
+    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State) -> State:
+        """One step. x_proj = W_ih x_t + b_ih and h_proj = W_hh h_{t-1} + b_hh, both (B, gates*H)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | State]:
+        """x (B, T, F), lengths (B,) each >= 1 -> outputs (B, T, D), final (L*dirs, B, H) or (h_n, c_n)."""
+        lengths = lengths.to(x.device)
+        mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
+        finals: list[State] = []
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            outputs = []
+            for suffix in self._suffixes():
+                reverse = suffix == "_reverse"
+                # Reversing within each length makes the backward pass start at the last valid token.
+                layer_input = reverse_padded(x, lengths) if reverse else x
+                out, state = self._run_direction(layer_input, mask, f"l{layer}{suffix}")
+                outputs.append(reverse_padded(out, lengths) if reverse else out)
+                finals.append(state)
+            x = torch.cat(outputs, dim=2)  # (B, T, H * dirs)
+        stacked = tuple(torch.stack(parts) for parts in zip(*finals))  # each (L*dirs, B, H)
+        return x, (stacked if self.state_size > 1 else stacked[0])
+
+    def _run_direction(self, x: torch.Tensor, mask: torch.Tensor, name: str) -> tuple[torch.Tensor, State]:
+        """Left-to-right over x (B, T, in) -> outputs (B, T, H) zero at padding, state at each last valid step."""
+        w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
+        b_ih, b_hh = getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")
+        batch = x.shape[0]
+        x_proj = F.linear(x, w_ih, b_ih)  # (B, T, gates*H): the input projection for all steps at once
+        state: State = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(self.state_size))
+        hidden = []
+        for t, x_t in enumerate(x_proj.unbind(1)):
+            new_state = self.cell(x_t, torch.addmm(b_hh, state[0], w_hh.t()), state)
+            # Past a sequence's end its state stays frozen, so `state` ends as the per-sequence final.
+            valid = mask[:, t : t + 1]  # (B, 1)
+            state = tuple(torch.where(valid, new, old) for new, old in zip(new_state, state))
+            hidden.append(state[0])
+        outputs = torch.stack(hidden, dim=1).masked_fill(~mask.unsqueeze(2), 0.0)  # (B, T, H)
+        return outputs, state
+
+
+class ReferenceRNN(ReferenceRecurrent):
+    """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act = tanh or relu."""
+
+    gates = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        nonlinearity: str = "tanh",
+    ) -> None:
+        check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
+
+    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State) -> State:
+        pre = x_proj + h_proj
+        return (torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre),)
+
+
+class ReferenceLSTM(ReferenceRecurrent):
+    """LSTM, gates in torch's order i, f, g, o: c_t = f*c + i*g, h_t = o*tanh(c_t)."""
+
+    gates = 4
+    state_size = 2
+
+    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State) -> State:
+        i, f, g, o = (x_proj + h_proj).chunk(4, dim=1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class ReferenceGRU(ReferenceRecurrent):
+    """GRU, gates in torch's order r, z, n: n = tanh(W_in x + b_in + r*(W_hn h + b_hn)), h_t = (1-z)*n + z*h."""
+
+    gates = 3
+
+    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State) -> State:
+        x_r, x_z, x_n = x_proj.chunk(3, dim=1)
+        h_r, h_z, h_n = h_proj.chunk(3, dim=1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        return ((1 - z) * n + z * state[0],)

@@ -1,0 +1,5 @@
+"""Lightning callbacks of rnnlab."""
+
+from rnnlab.callbacks.run_monitor import BestValidationMetrics, DivergenceMonitor
+
+__all__ = ["BestValidationMetrics", "DivergenceMonitor"]

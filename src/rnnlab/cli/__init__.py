@@ -1,0 +1,1 @@
+"""Command-line entry points (Hydra apps): rnnlab-train, rnnlab-eval, rnnlab-predict."""

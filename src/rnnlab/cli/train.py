@@ -1,0 +1,142 @@
+"""rnnlab-train: compose the config, fit, test the best checkpoint, write the run directory.
+
+    rnnlab-train [overrides]          e.g. model/backbone=gru model.backbone.num_layers=2
+    rnnlab-train -m seed=1,2,3        a multirun sweep
+
+Prints the run directory on its last line; returns the best value of ``optimized_metric`` so
+that Hydra sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
+
+from rnnlab.callbacks import BestValidationMetrics, DivergenceMonitor
+from rnnlab.cli.common import CONFIG_DIR, report_user_errors
+from rnnlab.cli.run_files import now_iso, run_info, write_json
+from rnnlab.errors import UserError
+
+# Config sections that describe where and how a run is recorded, not the experiment itself.
+NOT_HPARAMS = ("paths", "hydra", "callbacks", "logger", "ckpt_path", "task_name", "test")
+
+
+def build_callbacks(config: DictConfig | None, monitor: str, mode: str) -> list[L.Callback]:
+    """Instantiate ``callbacks.*``; a null ``monitor`` / ``mode`` means the optimized metric and its direction."""
+    callbacks = []
+    for callback_config in (config or {}).values():
+        options = {}
+        if "monitor" in callback_config and callback_config.monitor is None:
+            options["monitor"] = monitor
+        if "mode" in callback_config and callback_config.mode is None:
+            options["mode"] = mode
+        callbacks.append(instantiate(callback_config, **options))
+    return callbacks
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"model.backbone.cell": "lstm", ...} with values TensorBoard can show."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if not prefix and key in NOT_HPARAMS:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value)
+    return flat
+
+
+def log_hparams(loggers: list[Logger], params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Hyperparameters and the final metrics' tags, for TensorBoard's HParams dashboard.
+
+    The metric values themselves are the ``val/*`` and ``test/*`` scalars already logged, so
+    (unlike Lightning's log_hyperparams) no extra scalar points are written.
+    """
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams does
+            for summary in hparams(params, metrics):
+                writer.add_summary(summary)
+            writer.flush()
+        else:
+            logger.log_hyperparams(params)
+
+
+def fit_and_test(cfg: DictConfig, record: dict[str, Any]) -> None:
+    """Everything between composing the config and writing metrics.json; fills ``record``."""
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise UserError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, data_spec=datamodule.spec)
+    monitor = cfg.optimized_metric or model.default_monitor
+    mode = model.metric_mode(monitor)
+    record["optimized_metric"] = monitor
+
+    best_val, divergence = BestValidationMetrics(monitor, mode), DivergenceMonitor()
+    callbacks = [*build_callbacks(cfg.get("callbacks"), monitor, mode), best_val, divergence]
+    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    record.update(best_val.best, epoch=trainer.current_epoch, global_step=trainer.global_step, best_epoch=best_val.best_epoch)
+    if trainer.interrupted:
+        record["error"] = "interrupted"
+        return
+    if cfg.test:
+        best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        record.update(results[0])
+        record["test_checkpoint"] = best_path or "final weights"
+    record["status"] = "diverged" if divergence.diverged else "completed"
+    if divergence.diverged:
+        record["diverged_at_step"] = divergence.diverged_at_step
+    metrics = {k: v for k, v in record.items() if k.startswith(("val/", "test/"))}
+    log_hparams(loggers, flat_hparams(model.run_config), metrics)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment; metrics.json and run_info.json are written even when it fails."""
+    run_dir = Path(cfg.paths.output_dir)
+    started, clock = now_iso(), time.monotonic()
+    record: dict[str, Any] = {"status": "failed"}
+    try:
+        fit_and_test(cfg, record)
+    except BaseException as exc:
+        record["status"] = "failed"
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        write_json(run_dir / "metrics.json", record)
+        write_json(run_dir / "run_info.json", run_info(cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock))
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@report_user_errors("rnnlab-train")
+def main(cfg: DictConfig) -> float | None:
+    record = train(cfg)
+    summary = {k: round(v, 4) for k, v in record.items() if k.startswith("test/") and isinstance(v, float)}
+    print(f"status: {record['status']}  test: {json.dumps(summary)}")
+    print(cfg.paths.output_dir, flush=True)
+    value = record.get(record.get("optimized_metric", ""))
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The LightningDataModule base: encoded splits -> length-bucketed, padded batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from rnnlab.data.collate import SequenceCollator
+from rnnlab.data.sampler import BucketBatchSampler
+from rnnlab.errors import UserError
+
+#: An encoded example: {"inputs": (T,) ids or (T, F) floats, "target": ..., "index": int}
+Example = dict[str, Any]
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Holds encoded examples per split and serves them as :class:`~rnnlab.batch.Batch` es.
+
+    Training batches come from :class:`BucketBatchSampler` (``bucketing=True``, the default):
+    similar lengths share a batch, so little compute goes to padding. Evaluation batches are
+    sorted by length; predictions carry each example's ``index`` so callers restore input order.
+    Subclasses fill ``self.datasets`` in ``setup`` and describe the model's input in ``spec``.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        bucketing: bool = True,
+        bucket_pool_size: int = 50,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be >= 1; got {batch_size}")
+        if num_workers < 0:
+            raise UserError(f"data.num_workers must be >= 0; got {num_workers}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.bucketing = bucketing
+        self.bucket_pool_size = bucket_pool_size
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, list[Example]] = {}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """Plain, JSON-able description of inputs and targets that sizes (and travels with) the model."""
+        raise NotImplementedError
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    def collator(self) -> SequenceCollator:
+        return SequenceCollator(pad_id=self.pad_id)
+
+    def dataloader(self, split: str, shuffle: bool) -> DataLoader:
+        """Batches of split ``split``; ``shuffle`` for training order, else sorted by length."""
+        examples = self.datasets[split]
+        batch_size = self.batch_size if shuffle else self.eval_batch_size
+        common = dict(
+            collate_fn=self.collator(),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+        if shuffle and not self.bucketing:
+            return DataLoader(examples, batch_size=batch_size, shuffle=True, **common)
+        sampler = BucketBatchSampler(
+            [len(example["inputs"]) for example in examples],
+            batch_size,
+            shuffle=shuffle,
+            pool_size=self.bucket_pool_size,
+            seed=self.seed,
+        )
+        return DataLoader(examples, batch_sampler=sampler, **common)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.dataloader("predict", shuffle=False)

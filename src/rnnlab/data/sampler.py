@@ -1,0 +1,149 @@
+"""Length-bucketed batching: batches of similar lengths, so little compute goes into padding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from rnnlab.errors import UserError
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Yields batches (lists of dataset indices) of similar-length examples.
+
+    shuffle=True (training): a generator seeded with ``seed + epoch`` permutes all indices; the
+    permutation is cut into pools of ``pool_size * batch_size`` indices, each pool is sorted by
+    length (stable) and cut into batches, and then the order of all batches is shuffled. Same
+    seed and epoch -> same batches; call ``set_epoch`` for a new order each epoch.
+
+    shuffle=False (evaluation): all indices sorted by length (stable), cut into batches; no randomness.
+
+    drop_last drops the one batch shorter than ``batch_size``, if any: every pool but the last
+    holds a whole number of batches, so only the final batch can be short.
+
+    Distributed: with R replicas (``num_replicas``/``rank``, or else the initialised
+    ``torch.distributed`` group, resolved at iteration time because Lightning initialises the
+    group after the dataloaders are built), the batch list is made divisible by R by repeating
+    batches from its start, and rank r takes ``batches[r::R]``. Every rank must use the same
+    seed so that the shards are disjoint (up to those repeats). ``len`` is the per-rank count.
+
+    With Lightning, build the DataLoader with ``batch_sampler=`` and set
+    ``Trainer(use_distributed_sampler=False)``: this class does its own sharding and Lightning
+    cannot inject a DistributedSampler into it. It deliberately has no public ``batch_size`` or
+    ``drop_last`` attribute, because Lightning would then try to re-create it as if it were a
+    ``torch.utils.data.BatchSampler``.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool = True,
+        pool_size: int = 50,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if not _is_positive_int(batch_size):
+            raise UserError(f"data.batch_size must be a positive integer; got {batch_size!r}")
+        if not _is_positive_int(pool_size):
+            raise UserError(f"data.bucket_pool_size must be a positive integer; got {pool_size!r}")
+        if num_replicas is not None and not _is_positive_int(num_replicas):
+            raise ValueError(f"num_replicas must be a positive integer; got {num_replicas!r}")
+        if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}); got {rank!r}")
+        self._lengths = torch.as_tensor(list(lengths), dtype=torch.long)  # (N,)
+        self._batch_size = batch_size
+        self._drop_last = drop_last
+        self.shuffle = shuffle
+        self.pool_size = pool_size
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    @property
+    def sampler(self) -> BucketBatchSampler:
+        """Itself: Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler``, not on the batch sampler."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle of this epoch (the generator is seeded with ``seed + epoch``)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        replicas, rank = self._world()
+        yield from _shard(self._batches(), replicas, rank)
+
+    def __len__(self) -> int:
+        n = len(self._lengths)
+        total = n // self._batch_size if self._drop_last else -(-n // self._batch_size)
+        replicas, _ = self._world()
+        return -(-total // replicas)
+
+    def _batches(self) -> list[list[int]]:
+        """All batches of this epoch, before sharding."""
+        size = self._batch_size
+        if not self.shuffle:
+            order = torch.sort(self._lengths, stable=True).indices.tolist()
+            return self._drop_short(_cut(order, size))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(len(self._lengths), generator=generator)
+        pool_len = self.pool_size * size
+        batches: list[list[int]] = []
+        for start in range(0, len(perm), pool_len):
+            pool = perm[start : start + pool_len]
+            pool = pool[torch.sort(self._lengths[pool], stable=True).indices]
+            batches.extend(_cut(pool.tolist(), size))
+        batches = self._drop_short(batches)
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def _drop_short(self, batches: list[list[int]]) -> list[list[int]]:
+        """Without the final short batch when drop_last (only the last batch can be short)."""
+        if self._drop_last and batches and len(batches[-1]) < self._batch_size:
+            return batches[:-1]
+        return batches
+
+    def _world(self) -> tuple[int, int]:
+        """(num_replicas, rank): explicit values first, then the torch.distributed group, else (1, 0)."""
+        replicas, rank = self.num_replicas, self.rank
+        dist = torch.distributed
+        if (replicas is None or rank is None) and dist.is_available() and dist.is_initialized():
+            replicas = dist.get_world_size() if replicas is None else replicas
+            rank = dist.get_rank() if rank is None else rank
+        replicas = 1 if replicas is None else replicas
+        rank = 0 if rank is None else rank
+        if not 0 <= rank < replicas:
+            raise ValueError(f"rank must be in [0, {replicas}); got {rank}")
+        return replicas, rank
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _cut(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def _shard(batches: list[list[int]], replicas: int, rank: int) -> list[list[int]]:
+    """Rank ``rank``'s share, after repeating batches from the start until ``replicas`` divides the count."""
+    if replicas == 1 or not batches:
+        return batches
+    short = -len(batches) % replicas
+    padded = batches + [batches[i % len(batches)] for i in range(short)]
+    return padded[rank::replicas]
+
+
+def padding_ratio(batches: Iterable[Sequence[int]], lengths: Sequence[int]) -> float:
+    """Padded steps / computed steps when each batch is padded to its own longest member."""
+    computed = valid = 0
+    for batch in batches:
+        batch_lengths = [lengths[i] for i in batch]
+        if batch_lengths:
+            computed += len(batch_lengths) * max(batch_lengths)
+            valid += sum(batch_lengths)
+    return (computed - valid) / computed if computed else 0.0

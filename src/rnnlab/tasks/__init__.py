@@ -1,0 +1,6 @@
+"""Tasks: LightningModules that join a backbone and a head and own losses, metrics and logging."""
+
+from rnnlab.tasks.base import RecurrentTask
+from rnnlab.tasks.classification import SequenceClassifier
+
+__all__ = ["RecurrentTask", "SequenceClassifier"]

@@ -1,0 +1,111 @@
+"""The LightningModule base every task shares: one step path for every batch and stage."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics import MeanMetric
+
+from rnnlab import __version__
+from rnnlab.batch import Batch
+from rnnlab.errors import UserError
+
+STAGES = ("train", "val", "test")
+# Keys of a scheduler config that are Lightning's, not the scheduler class's.
+LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor")
+
+
+def build_backbone(config: dict[str, Any], input_spec: dict[str, Any]) -> nn.Module:
+    """Instantiate the backbone config (``_target_``) sized from the data: token ids or real-valued features."""
+    if input_spec["kind"] == "tokens":
+        sizes = {"vocab_size": input_spec["vocab_size"], "padding_idx": input_spec["pad_id"]}
+    else:
+        sizes = {"input_size": input_spec["num_features"]}
+    return instantiate(config, **sizes)
+
+
+class RecurrentTask(L.LightningModule):
+    """Joins a backbone and a head. Subclasses define ``forward``, ``compute`` and their metrics.
+
+    Constructor arguments are plain data (dicts/lists/numbers) so that ``load_from_checkpoint``
+    rebuilds the task from the checkpoint alone; ``data_spec`` carries the vocabulary and label set.
+    """
+
+    #: metric name -> "min" | "max"; every name is logged as ``{stage}/{name}``.
+    metric_modes: ClassVar[dict[str, str]] = {"loss": "min"}
+    default_monitor: ClassVar[str] = "val/loss"
+
+    def __init__(
+        self,
+        data_spec: dict[str, Any],
+        backbone: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_spec = data_spec
+        self.backbone = build_backbone(backbone, data_spec["input"])
+        self.optimizer_config = optimizer
+        self.scheduler_config = scheduler or None
+        # Keyed "<stage>_padding": ModuleDict keys may not shadow Module attributes such as ``train``.
+        self.padding_ratio = nn.ModuleDict({f"{stage}_padding": MeanMetric() for stage in STAGES})
+        # The composed run config, set by rnnlab-train and stored in every checkpoint.
+        self.run_config: dict[str, Any] | None = None
+
+    def metric_mode(self, monitor: str) -> str:
+        """'min' or 'max' for a logged metric such as ``val/acc``; UserError for an unknown name."""
+        stage, _, name = monitor.partition("/")
+        if stage not in STAGES or name not in self.metric_modes:
+            valid = [f"val/{m}" for m in self.metric_modes]
+            raise UserError(f"optimized_metric must be one of {', '.join(valid)}; got {monitor!r}")
+        return self.metric_modes[name]
+
+    # -- one path for every stage ------------------------------------------------------------
+
+    def compute(self, batch: Batch, stage: str) -> torch.Tensor:
+        """Forward the batch, update the stage's metrics, return the loss."""
+        raise NotImplementedError
+
+    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+        loss = self.compute(batch, stage)
+        train = stage == "train"
+        size = len(batch)
+        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=not train, prog_bar=True, batch_size=size, sync_dist=not train)
+        ratio = self.padding_ratio[f"{stage}_padding"]
+        ratio.update((~batch.mask).float().mean(), weight=batch.mask.numel())
+        self.log(f"{stage}/padding_ratio", ratio, on_step=False, on_epoch=True, batch_size=size)
+        if train:
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    # -- optimisation --------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.optimizer_config, params=self.parameters())
+        if self.scheduler_config is None:
+            return optimizer
+        options = dict(self.scheduler_config)
+        lightning_keys = {k: options.pop(k) for k in LIGHTNING_SCHEDULER_KEYS if k in options}
+        scheduler = instantiate(options, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **lightning_keys}}
+
+    # -- checkpoint payload --------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rnnlab"] = {"version": __version__, "config": self.run_config}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_config = checkpoint.get("rnnlab", {}).get("config")

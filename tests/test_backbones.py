@@ -1,0 +1,252 @@
+"""RecurrentBackbone and the reference cells: padding semantics, fused/reference agreement, errors."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rnnlab.backbones import RecurrentBackbone, ReferenceGRU, ReferenceLSTM, ReferenceRNN, reference
+from rnnlab.errors import UserError
+
+FEATURES, HIDDEN, STEPS, VOCAB = 5, 6, 7, 11
+LENGTHS = torch.tensor([7, 3, 1, 5])
+ATOL = 1e-5
+
+CONFIGS = list(itertools.product(("rnn", "lstm", "gru"), (False, True), (1, 2)))
+CONFIG_IDS = [f"{cell}-{'bi' if bi else 'uni'}-{layers}L" for cell, bi, layers in CONFIGS]
+
+
+def build(cell: str, bidirectional: bool, num_layers: int, impl: str, **kwargs: object) -> RecurrentBackbone:
+    kwargs.setdefault("input_size", FEATURES)
+    model = RecurrentBackbone(
+        cell=cell,
+        hidden_size=HIDDEN,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        dropout=0.3 if num_layers > 1 else 0.0,
+        impl=impl,
+        **kwargs,
+    )
+    return model.eval()
+
+
+def states(final: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return final if isinstance(final, tuple) else (final,)
+
+
+def padded_features(lengths: torch.Tensor = LENGTHS) -> torch.Tensor:
+    """(B, T, F) features with large garbage at padded steps, so leaking padding cannot pass unnoticed."""
+    x = torch.randn(len(lengths), STEPS, FEATURES)
+    pad = torch.arange(STEPS).unsqueeze(0) >= lengths.unsqueeze(1)
+    return torch.where(pad.unsqueeze(2), 100 * torch.randn_like(x), x)
+
+
+def assert_same(a: tuple[torch.Tensor, object], b: tuple[torch.Tensor, object]) -> None:
+    torch.testing.assert_close(a[0], b[0], atol=ATOL, rtol=0)
+    for sa, sb in zip(states(a[1]), states(b[1]), strict=True):
+        torch.testing.assert_close(sa, sb, atol=ATOL, rtol=0)
+
+
+def twins(
+    cell: str, bidirectional: bool, num_layers: int, **kwargs: object
+) -> tuple[RecurrentBackbone, RecurrentBackbone]:
+    """A reference and a fused backbone with the same weights (the fused one loads the reference's)."""
+    ref = build(cell, bidirectional, num_layers, "reference", **kwargs)
+    fused = build(cell, bidirectional, num_layers, "fused", **kwargs)
+    fused.load_state_dict(ref.state_dict())
+    return ref, fused
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize(("cell", "bidirectional", "num_layers"), CONFIGS, ids=CONFIG_IDS)
+def test_padded_batch_matches_each_sequence_alone(cell: str, bidirectional: bool, num_layers: int, impl: str) -> None:
+    torch.manual_seed(0)
+    model = build(cell, bidirectional, num_layers, impl)
+    x = padded_features()
+    with torch.no_grad():
+        outputs, final = model(x, LENGTHS)
+        assert outputs.shape == (4, STEPS, HIDDEN * model.num_directions)
+        for b, length in enumerate(LENGTHS.tolist()):
+            alone_out, alone_final = model(x[b : b + 1, :length], torch.tensor([length]))
+            torch.testing.assert_close(outputs[b, :length], alone_out[0], atol=ATOL, rtol=0)
+            assert torch.equal(outputs[b, length:], torch.zeros_like(outputs[b, length:]))
+            for batched, single in zip(states(final), states(alone_final), strict=True):
+                assert batched.shape == (num_layers * model.num_directions, 4, HIDDEN)
+                torch.testing.assert_close(batched[:, b], single[:, 0], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(("cell", "bidirectional", "num_layers"), CONFIGS, ids=CONFIG_IDS)
+def test_reference_equals_fused_on_same_weights(cell: str, bidirectional: bool, num_layers: int) -> None:
+    torch.manual_seed(1)
+    ref, fused = twins(cell, bidirectional, num_layers)
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {k: v.shape for k, v in fused.state_dict().items()}
+    x = padded_features()
+    with torch.no_grad():
+        assert_same(ref(x, LENGTHS), fused(x, LENGTHS))
+        full = torch.full_like(LENGTHS, STEPS)  # the fused path's unpacked shortcut
+        assert_same(ref(x, full), fused(x, full))
+        short = LENGTHS.clamp(max=STEPS - 2)  # padded beyond the longest sequence: outputs keep T
+        assert_same(ref(x, short), fused(x, short))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_reference_equals_fused_with_token_inputs(cell: str) -> None:
+    torch.manual_seed(2)
+    kwargs = {"vocab_size": VOCAB, "embedding_dim": FEATURES, "input_size": None}
+    fused = build(cell, True, 2, "fused", **kwargs)
+    ref = build(cell, True, 2, "reference", **kwargs)
+    ref.load_state_dict(fused.state_dict())
+    tokens = torch.randint(1, VOCAB, (4, STEPS))
+    tokens[torch.arange(STEPS).unsqueeze(0) >= LENGTHS.unsqueeze(1)] = 0
+    with torch.no_grad():
+        assert_same(ref(tokens, LENGTHS), fused(tokens, LENGTHS))
+
+
+def test_reference_initialisation_matches_torch() -> None:
+    torch.manual_seed(3)
+    ref = ReferenceLSTM(FEATURES, 64, num_layers=2, bidirectional=True)
+    fused = nn.LSTM(FEATURES, 64, num_layers=2, bidirectional=True, batch_first=True)
+    bound = 1 / math.sqrt(64)
+    for (name, p), (torch_name, q) in zip(ref.named_parameters(), fused.named_parameters(), strict=True):
+        assert (name, p.shape) == (torch_name, q.shape)
+        assert p.abs().max().item() <= bound
+        assert p.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.2)  # std of uniform(-a, a) is a/sqrt(3)
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_backward_direction_starts_at_each_sequence_end(cell: str, impl: str) -> None:
+    torch.manual_seed(4)
+    kwargs = {"vocab_size": VOCAB, "embedding_dim": FEATURES, "input_size": None}
+    model = build(cell, True, 2, impl, **kwargs)
+    pad = torch.arange(STEPS).unsqueeze(0) >= LENGTHS.unsqueeze(1)
+    tokens = torch.randint(1, VOCAB, (4, STEPS))
+    clean = tokens.masked_fill(pad, 0)
+    garbage = tokens.masked_fill(pad, 7)  # a real token id, not padding_idx: its embedding is non-zero
+    features_model = build(cell, True, 2, impl)
+    x = padded_features()
+    with torch.no_grad():
+        assert_same(model(clean, LENGTHS), model(garbage, LENGTHS))
+        assert_same(features_model(x, LENGTHS), features_model(x.masked_fill(pad.unsqueeze(2), 0.0), LENGTHS))
+
+        outputs, final = model(garbage, LENGTHS)
+        h_n = states(final)[0]  # (L*2, B, H): last layer's forward at -2, backward at -1
+        for b, length in enumerate(LENGTHS.tolist()):
+            torch.testing.assert_close(outputs[b, 0, HIDDEN:], h_n[-1, b], atol=ATOL, rtol=0)
+            torch.testing.assert_close(outputs[b, length - 1, :HIDDEN], h_n[-2, b], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(("cell", "bidirectional", "num_layers"), [("lstm", True, 2), ("gru", True, 1)])
+def test_reference_and_fused_gradients_agree(cell: str, bidirectional: bool, num_layers: int) -> None:
+    torch.manual_seed(5)
+    ref, fused = twins(cell, bidirectional, num_layers)
+    x = padded_features()
+    mask = (torch.arange(STEPS).unsqueeze(0) < LENGTHS.unsqueeze(1)).unsqueeze(2)
+    weights = torch.randn(4, STEPS, HIDDEN * ref.num_directions)
+    grads = []
+    for model in (ref, fused):
+        inputs = x.clone().requires_grad_()
+        outputs, final = model(inputs, LENGTHS)
+        loss = (outputs * weights * mask).sum() + sum(s.pow(2).sum() for s in states(final))
+        loss.backward()
+        grads.append({"inputs": inputs.grad, **{n: p.grad for n, p in model.named_parameters()}})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=ATOL, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_relu_rnn_reference_equals_fused(bidirectional: bool) -> None:
+    torch.manual_seed(6)
+    ref, fused = twins("rnn", bidirectional, 2, nonlinearity="relu")
+    assert ref.rnn.nonlinearity == fused.rnn.nonlinearity == "relu"
+    x = padded_features()
+    with torch.no_grad():
+        assert_same(ref(x, LENGTHS), fused(x, LENGTHS))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cell": "transformer"}, "model.backbone.cell must be one of rnn, lstm, gru"),
+        ({"impl": "cuda"}, "model.backbone.impl must be one of auto, fused, reference"),
+        ({"cell": "rnn", "nonlinearity": "sigmoid"}, "model.backbone.nonlinearity must be one of tanh, relu"),
+        ({"cell": "lstm", "nonlinearity": "relu"}, "applies to cell=rnn only"),
+        ({"input_size": None}, "exactly one of model.backbone.vocab_size"),
+        ({"vocab_size": VOCAB}, "exactly one of model.backbone.vocab_size"),
+        ({"hidden_size": 0}, "model.backbone.hidden_size must be >= 1; got 0"),
+        ({"num_layers": 0}, "model.backbone.num_layers must be >= 1; got 0"),
+        ({"dropout": 1.0}, r"model.backbone.dropout must be in \[0, 1\); got 1.0"),
+        ({"embedding_dropout": -0.1}, r"model.backbone.embedding_dropout must be in \[0, 1\)"),
+        ({"vocab_size": VOCAB, "input_size": None, "padding_idx": VOCAB}, "model.backbone.padding_idx"),
+    ],
+)
+def test_bad_options_raise_user_error(kwargs: dict[str, object], message: str) -> None:
+    options: dict[str, object] = {"input_size": FEATURES, **kwargs}
+    with pytest.raises(UserError, match=message):
+        RecurrentBackbone(**options)
+
+
+@pytest.mark.parametrize(("impl", "rnn_type"), [("auto", nn.GRU), ("fused", nn.GRU), ("reference", ReferenceGRU)])
+def test_impl_resolution_and_sizes(impl: str, rnn_type: type) -> None:
+    model = RecurrentBackbone(cell="gru", hidden_size=HIDDEN, bidirectional=True, impl=impl, vocab_size=VOCAB)
+    assert isinstance(model.rnn, rnn_type)
+    assert model.impl == ("reference" if impl == "reference" else "fused")
+    assert (model.cell, model.num_directions, model.output_size) == ("gru", 2, 2 * HIDDEN)
+    assert isinstance(model.embedding, nn.Embedding) and model.embedding.padding_idx == 0
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_training_mode_applies_dropout_between_layers(impl: str) -> None:
+    torch.manual_seed(7)
+    model = RecurrentBackbone(
+        cell="lstm", hidden_size=HIDDEN, num_layers=2, bidirectional=True, dropout=0.5, impl=impl, input_size=FEATURES
+    )
+    x = padded_features()
+    model.eval()
+    with torch.no_grad():
+        eval_out, _ = model(x, LENGTHS)
+    model.train()
+    outputs, (h_n, c_n) = model(x, LENGTHS)
+    assert outputs.shape == (4, STEPS, 2 * HIDDEN)
+    assert h_n.shape == c_n.shape == (4, 4, HIDDEN)
+    pad = torch.arange(STEPS).unsqueeze(0) >= LENGTHS.unsqueeze(1)
+    assert torch.equal(outputs[pad], torch.zeros_like(outputs[pad]))
+    assert not torch.allclose(outputs, eval_out)
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_no_dropout_after_the_last_layer(impl: str) -> None:
+    torch.manual_seed(8)
+    model = RecurrentBackbone(cell="gru", hidden_size=HIDDEN, dropout=0.5, impl=impl, input_size=FEATURES)
+    x = padded_features()
+    with torch.no_grad():
+        assert_same(model.train()(x, LENGTHS), model.eval()(x, LENGTHS))
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_embedding_dropout_in_training_only(impl: str) -> None:
+    torch.manual_seed(9)
+    model = RecurrentBackbone(
+        cell="gru", hidden_size=HIDDEN, impl=impl, vocab_size=VOCAB, embedding_dim=FEATURES, embedding_dropout=0.5
+    )
+    tokens = torch.randint(1, VOCAB, (4, STEPS))
+    with torch.no_grad():
+        eval_out, _ = model.eval()(tokens, LENGTHS)
+        torch.testing.assert_close(model(tokens, LENGTHS)[0], eval_out, atol=0, rtol=0)
+        train_out, _ = model.train()(tokens, LENGTHS)
+    assert not torch.allclose(train_out, eval_out)
+
+
+def test_reference_uses_no_torch_recurrent_modules() -> None:
+    cells = [ReferenceRNN(FEATURES, HIDDEN), ReferenceLSTM(FEATURES, HIDDEN), ReferenceGRU(FEATURES, HIDDEN, 2, True)]
+    for model in cells:
+        assert not any(isinstance(m, (nn.RNNBase, nn.RNNCellBase)) for m in model.modules())
+    source = inspect.getsource(reference)
+    for banned in ("nn.RNN", "nn.LSTM", "nn.GRU", "Cell(", "_VF", "rnn_tanh", "lstm_cell", "gru_cell"):
+        assert banned not in source
