@@ -165,7 +165,8 @@ class TextFileDataModule(TextClassificationDataModule):
     """``data=text_csv``: the user's own csv / tsv / jsonl files of (text, label) rows.
 
     Without ``val_file`` / ``test_file`` those splits are carved out of ``train_file`` by
-    ``val_fraction`` / ``test_fraction`` (label-stratified, seeded by ``split_seed``).
+    ``val_fraction`` / ``test_fraction`` (label-stratified, seeded by ``split_seed``; rows with
+    identical text stay in one split).
     """
 
     def __init__(
@@ -199,7 +200,9 @@ class TextFileDataModule(TextClassificationDataModule):
                 fractions["val"] = self.val_fraction
             if self.test_file is None:
                 fractions["test"] = self.test_fraction
-            self._carved = stratified_split(rows, fractions, self.split_seed, label_of=lambda example: example.label)
+            self._carved = stratified_split(
+                rows, fractions, self.split_seed, label_of=lambda row: row.label, group_of=lambda row: row.text
+            )
         return self._carved[split]
 
     def _describe(self, split: str) -> str:

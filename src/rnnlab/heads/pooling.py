@@ -41,6 +41,7 @@ class SequencePooling(nn.Module):
             return summed / valid.sum(dim=1).clamp(min=1).to(outputs.dtype)
         if self.method == "max":
             return outputs.masked_fill(~valid, torch.finfo(outputs.dtype).min).max(dim=1).values
+        outputs = outputs.masked_fill(~valid, 0.0)  # zero weight times inf/NaN padding would still be NaN
         scores = self.scorer(outputs).squeeze(-1).masked_fill(~mask, float("-inf"))  # (B, T)
         weights = torch.softmax(scores, dim=1)
         return torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)

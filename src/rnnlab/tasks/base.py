@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
 from rnnlab import __version__
 from rnnlab.batch import Batch
@@ -90,6 +90,13 @@ class RecurrentTask(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def on_fit_start(self) -> None:
+        # A previous trainer.validate/test ran under inference mode and left metric states as
+        # inference tensors, which fit's validation loop could not update in place.
+        for module in self.modules():
+            if isinstance(module, Metric):
+                module.reset()
 
     # -- optimisation --------------------------------------------------------------------------
 

@@ -1,0 +1,350 @@
+"""SequenceClassifier built from the real Hydra configs: training, learning, checkpoints, options, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.batch import Batch
+from rnnlab.data import KeywordsDataModule
+from rnnlab.errors import UserError
+from rnnlab.tasks import SequenceClassifier
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+# Small and fast: a tiny keywords task and a tiny model.
+SMALL = [
+    "data=keywords",
+    "data.num_train=64",
+    "data.num_val=40",
+    "data.num_test=40",
+    "data.batch_size=16",
+    "data.max_length_generated=20",
+    "model.backbone.hidden_size=8",
+    "model.backbone.embedding_dim=8",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.num_sanity_val_steps=0",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Any:
+    """Tiny models train many times faster on one thread than on contended ones (2-core CI machines)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """conf/train.yaml with overrides. Only data / model / trainer are used, so the
+    ``${hydra:runtime.output_dir}`` in ``paths`` is never resolved."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def build(cfg: DictConfig) -> tuple[KeywordsDataModule, SequenceClassifier]:
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, KeywordsDataModule)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, data_spec=datamodule.spec)
+    assert isinstance(model, SequenceClassifier)
+    return datamodule, model
+
+
+def make_trainer(cfg: DictConfig, **options: Any) -> L.Trainer:
+    return instantiate(cfg.trainer, logger=False, enable_checkpointing=False, **options)
+
+
+def accuracy_on(model: SequenceClassifier, batches: Any) -> float:
+    model.eval()
+    correct = count = 0
+    with torch.no_grad():
+        for batch in batches:
+            predicted = model(batch.inputs, batch.lengths, batch.mask).argmax(dim=-1)
+            correct += int((predicted == batch.targets).sum())
+            count += len(batch)
+    return correct / count
+
+
+# -- training runs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_fast_dev_run_every_backbone(cell: str, impl: str) -> None:
+    cfg = compose_config(*SMALL, f"model/backbone={cell}", f"model.backbone.impl={impl}", "trainer.fast_dev_run=true")
+    L.seed_everything(0)
+    datamodule, model = build(cfg)
+    assert model.backbone.cell == cell
+    assert model.backbone.impl == impl
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = make_trainer(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.state.finished
+    assert trainer.global_step == 1
+    metrics = trainer.callback_metrics
+    for name in ("train/loss", "val/loss", "val/acc", "val/f1_macro", "val/padding_ratio"):
+        assert name in metrics, name
+        assert torch.isfinite(metrics[name])
+    changed = [name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())]
+    assert any(name.startswith("backbone.rnn") for name in changed)
+    assert any(name.startswith("head.") for name in changed)
+
+
+def test_lstm_learns_keywords() -> None:
+    cfg = compose_config(
+        "data=keywords",
+        "data.num_train=600",
+        "data.num_val=200",
+        "model/backbone=lstm",
+        "model.backbone.hidden_size=32",
+        "model.backbone.embedding_dim=32",
+        "model.pooling=max",
+        "model.optimizer.lr=0.01",
+        "trainer=cpu",
+        "trainer.max_epochs=3",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.num_sanity_val_steps=0",
+    )
+    L.seed_everything(0)
+    datamodule, model = build(cfg)
+    untrained = accuracy_on(model, datamodule.val_dataloader())
+    trainer = make_trainer(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.current_epoch == 3
+    accuracy = float(trainer.callback_metrics["val/acc"])
+    assert accuracy >= 0.9, f"val/acc {accuracy:.3f} after 3 epochs (untrained: {untrained:.3f})"
+    assert untrained < 0.6  # 4 balanced-ish classes: chance is about 0.25
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def first_val_batch(datamodule: KeywordsDataModule) -> Batch:
+    return next(iter(datamodule.val_dataloader()))
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    cfg = compose_config(
+        *SMALL, "model/backbone=gru", "model.pooling=attention", "model.class_weights=balanced", "trainer.max_epochs=1"
+    )
+    L.seed_everything(0)
+    datamodule, model = build(cfg)
+    model.run_config = OmegaConf.to_container(cfg.model, resolve=True)
+    trainer = make_trainer(cfg, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(model, datamodule=datamodule)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+
+    # Plain data only: loads with torch's safe unpickler.
+    checkpoint = torch.load(path, weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    data_spec = json.loads(json.dumps(hparams["data_spec"]))
+    assert data_spec == datamodule.spec
+    assert checkpoint["rnnlab"]["config"] == model.run_config
+    json.dumps(checkpoint["rnnlab"])
+
+    loaded = SequenceClassifier.load_from_checkpoint(path)
+    assert loaded.labels == model.labels
+    assert loaded.backbone.cell == "gru"
+    assert loaded.head.pooling.method == "attention"
+    assert loaded.run_config == model.run_config
+    torch.testing.assert_close(loaded.class_weights, model.class_weights)
+
+    batch = first_val_batch(datamodule)
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        expected = model(batch.inputs, batch.lengths, batch.mask)
+        got = loaded(batch.inputs, batch.lengths, batch.mask)
+    assert torch.equal(got, expected)
+
+
+def test_data_spec_is_json_serialisable() -> None:
+    cfg = compose_config(*SMALL)
+    datamodule, model = build(cfg)
+    spec = json.loads(json.dumps(model.data_spec))
+    assert spec == model.data_spec
+    assert spec["labels"]["labels"] == model.labels == ["class0", "class1", "class2", "class3"]
+
+
+# -- options -----------------------------------------------------------------------------------
+
+
+def spec_for(label_counts: list[int], vocab_size: int = 10) -> dict[str, Any]:
+    return {
+        "input": {"kind": "tokens", "vocab_size": vocab_size, "pad_id": 0},
+        "labels": {"labels": [f"c{i}" for i in range(len(label_counts))]},
+        "label_counts": label_counts,
+    }
+
+
+@pytest.fixture(scope="module")
+def model_config() -> dict[str, Any]:
+    cfg = compose_config(*SMALL)
+    return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def classifier(model_config: dict[str, Any], data_spec: dict[str, Any], **options: Any) -> SequenceClassifier:
+    return SequenceClassifier(
+        data_spec=data_spec,
+        backbone=model_config["backbone"],
+        optimizer=model_config["optimizer"],
+        pooling="mean",
+        **options,
+    )
+
+
+def test_balanced_class_weights_are_n_over_classes_times_count(model_config: dict[str, Any]) -> None:
+    model = classifier(model_config, spec_for([10, 30, 60]), class_weights="balanced")
+    # n = 100, C = 3
+    torch.testing.assert_close(model.class_weights, torch.tensor([100 / 30, 100 / 90, 100 / 180]))
+
+
+def test_balanced_class_weights_from_config_use_train_counts() -> None:
+    cfg = compose_config(*SMALL, "model.class_weights=balanced")
+    datamodule, model = build(cfg)
+    targets = torch.tensor([example["target"] for example in datamodule.datasets["train"]])
+    counts = torch.bincount(targets, minlength=len(model.labels)).float()
+    expected = len(targets) / (len(model.labels) * counts)
+    torch.testing.assert_close(model.class_weights, expected)
+    assert not torch.allclose(model.class_weights, torch.ones_like(expected))  # the 64 examples are not balanced
+
+
+def test_no_class_weights_means_ones(model_config: dict[str, Any]) -> None:
+    model = classifier(model_config, spec_for([10, 30, 60]))
+    assert torch.equal(model.class_weights, torch.ones(3))
+
+
+def test_explicit_class_weights(model_config: dict[str, Any]) -> None:
+    model = classifier(model_config, spec_for([10, 30, 60]), class_weights=[1, 2.5, 4])
+    assert torch.equal(model.class_weights, torch.tensor([1.0, 2.5, 4.0]))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_class_weights_change_the_loss(model_config: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    plain = classifier(model_config, spec_for([5, 5]))
+    weighted = classifier(model_config, spec_for([5, 5]), class_weights=[1.0, 10.0])
+    weighted.load_state_dict({**plain.state_dict(), "class_weights": weighted.class_weights})
+    batch = Batch(
+        inputs=torch.tensor([[1, 2, 3], [4, 5, 0], [6, 0, 0]]),
+        lengths=torch.tensor([3, 2, 1]),
+        mask=torch.tensor([[True, True, True], [True, True, False], [True, False, False]]),
+        targets=torch.tensor([0, 1, 1]),
+    )
+    plain.eval()
+    weighted.eval()
+    with torch.no_grad():
+        logits = plain(batch.inputs, batch.lengths, batch.mask)
+        expected = torch.nn.functional.cross_entropy(logits, batch.targets, weight=torch.tensor([1.0, 10.0]))
+        got = weighted.compute(batch, "val")
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("option", [[1.0, 2.0], [1.0, 2.0, 3.0, 4.0], "inverse"], ids=["short", "long", "word"])
+def test_bad_class_weights_raise_user_error(model_config: dict[str, Any], option: Any) -> None:
+    with pytest.raises(UserError, match="model.class_weights"):
+        classifier(model_config, spec_for([10, 30, 60]), class_weights=option)
+
+
+@pytest.mark.parametrize("counts", [[7], []], ids=["one", "none"])
+def test_fewer_than_two_classes_raise_user_error(model_config: dict[str, Any], counts: list[int]) -> None:
+    with pytest.raises(UserError, match="at least 2 classes"):
+        classifier(model_config, spec_for(counts))
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def test_metric_mode(model_config: dict[str, Any]) -> None:
+    model = classifier(model_config, spec_for([3, 3]))
+    assert model.metric_mode("val/acc") == "max"
+    assert model.metric_mode("val/f1_macro") == "max"
+    assert model.metric_mode("val/loss") == "min"
+    assert model.default_monitor == "val/acc"
+
+
+@pytest.mark.parametrize("name", ["val/accuracy", "acc", "valid/acc", "val/"])
+def test_unknown_metric_raises_user_error_listing_valid_ones(model_config: dict[str, Any], name: str) -> None:
+    model = classifier(model_config, spec_for([3, 3]))
+    with pytest.raises(UserError) as info:
+        model.metric_mode(name)
+    message = str(info.value)
+    assert repr(name) in message
+    for valid in ("val/loss", "val/acc", "val/f1_macro"):
+        assert valid in message
+
+
+def test_logged_padding_ratio_is_padded_steps_over_all_steps() -> None:
+    cfg = compose_config(*SMALL, "data.num_val=50", "data.eval_batch_size=7")
+    datamodule, model = build(cfg)
+    trainer = make_trainer(cfg)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+
+    padded = total = 0
+    per_batch = []
+    for batch in datamodule.val_dataloader():
+        padded += int((~batch.mask).sum())
+        total += batch.mask.numel()
+        per_batch.append(float((~batch.mask).float().mean()))
+    expected = padded / total
+    assert len(per_batch) == 8  # 50 examples in batches of 7
+    # The batches differ in size and padding, so a plain mean of per-batch ratios would differ.
+    assert abs(sum(per_batch) / len(per_batch) - expected) > 1e-4
+    assert float(trainer.callback_metrics["val/padding_ratio"]) == pytest.approx(expected, abs=1e-6)
+    assert 0.0 < expected < 1.0
+
+
+def test_validate_logs_accuracy_that_matches_the_predictions() -> None:
+    cfg = compose_config(*SMALL, "data.eval_batch_size=16")
+    datamodule, model = build(cfg)
+    trainer = make_trainer(cfg)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    model.eval()
+    correct = count = 0
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            predicted = model(batch.inputs, batch.lengths, batch.mask).argmax(dim=-1)
+            correct += int((predicted == batch.targets).sum())
+            count += len(batch)
+    assert count == 40
+    assert float(trainer.callback_metrics["val/acc"]) == pytest.approx(correct / count, abs=1e-6)
+
+
+def test_predict_returns_one_record_per_text_with_its_index(tmp_path: Path) -> None:
+    cfg = compose_config(*SMALL)
+    datamodule, model = build(cfg)
+    texts = ["w1 k2 w3", "k0", "w4 w4 w4 w4 w4 k1 w5", "w7 k3"]
+    path = tmp_path / "input.txt"
+    path.write_text("\n".join(texts) + "\n")
+    assert datamodule.load_predict_file(str(path)) == texts
+    trainer = make_trainer(cfg)
+    records = [record for batch in trainer.predict(model, datamodule=datamodule) for record in batch]
+    assert sorted(record["index"] for record in records) == [0, 1, 2, 3]
+    for record in records:
+        assert record["label"] in model.labels
+        assert set(record["probs"]) == set(model.labels)
+        assert sum(record["probs"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert record["label"] == max(record["probs"], key=record["probs"].get)
+
+
+def test_fit_after_validate() -> None:
+    cfg = compose_config(*SMALL, "trainer.max_epochs=1")
+    datamodule, model = build(cfg)
+    trainer = make_trainer(cfg, limit_train_batches=1, limit_val_batches=1)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.state.finished
