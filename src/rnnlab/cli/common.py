@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -48,7 +49,7 @@ def find_user_error(exc: BaseException) -> BaseException | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (UserError, MissingMandatoryValue)):
+        if isinstance(current, (UserError, MissingMandatoryValue, MisconfigurationException)):
             return current
         if isinstance(current, InstantiationException) and isinstance(current.__cause__, TypeError):
             # A config key that the target class does not take, e.g. `+data.bogus=1`.

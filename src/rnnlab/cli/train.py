@@ -18,7 +18,7 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.tensorboard.summary import hparams
 
 from rnnlab.callbacks import BestValidationMetrics, DivergenceMonitor
@@ -31,13 +31,11 @@ NOT_HPARAMS = ("paths", "hydra", "callbacks", "logger", "ckpt_path", "task_name"
 
 
 def build_callbacks(config: DictConfig | None, monitor: str, mode: str) -> list[L.Callback]:
-    """Instantiate ``callbacks.*``; a null ``monitor`` / ``mode`` means the optimized metric and its direction."""
+    """Instantiate ``callbacks.*``; a null ``mode`` of a callback watching ``monitor`` becomes ``mode``."""
     callbacks = []
     for callback_config in (config or {}).values():
         options = {}
-        if "monitor" in callback_config and callback_config.monitor is None:
-            options["monitor"] = monitor
-        if "mode" in callback_config and callback_config.mode is None:
+        if callback_config.get("monitor") == monitor and "mode" in callback_config and callback_config.mode is None:
             options["mode"] = mode
         callbacks.append(instantiate(callback_config, **options))
     return callbacks
@@ -82,10 +80,14 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any]) -> None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    if cfg.test:  # read and check the test data now, not after hours of training
+        datamodule.setup("test")
     model = instantiate(cfg.model, data_spec=datamodule.spec)
     monitor = cfg.optimized_metric or model.default_monitor
     mode = model.metric_mode(monitor)
     record["optimized_metric"] = monitor
+    with open_dict(cfg):
+        cfg.optimized_metric = monitor  # callbacks' ${optimized_metric} resolve to the task's default
 
     best_val, divergence = BestValidationMetrics(monitor, mode), DivergenceMonitor()
     callbacks = [*build_callbacks(cfg.get("callbacks"), monitor, mode), best_val, divergence]
@@ -94,7 +96,8 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any]) -> None:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    record.update(best_val.best, epoch=trainer.current_epoch, global_step=trainer.global_step, best_epoch=best_val.best_epoch)
+    # epoch and best_epoch count from 0, as in checkpoints and TensorBoard; epoch = last completed.
+    record.update(best_val.best, epoch=trainer.current_epoch - 1, global_step=trainer.global_step, best_epoch=best_val.best_epoch)
     if trainer.interrupted:
         record["error"] = "interrupted"
         return

@@ -1,0 +1,202 @@
+"""Shared helpers for the command-line tests: tiny data files and running the console scripts.
+
+The CLI tests start real subprocesses (``python -m rnnlab.<command>`` or the installed console
+script), so everything here is about keeping them small: a tiny model, a tiny learnable dataset,
+and run directories under pytest's tmp dirs (never the repository's ``outputs/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pytest
+
+# -- overrides -------------------------------------------------------------------------------
+
+#: A tiny model and quiet trainer: every CLI training in the tests uses these.
+TINY_OVERRIDES: tuple[str, ...] = (
+    "model.backbone.hidden_size=16",
+    "model.backbone.embedding_dim=16",
+    "data.batch_size=8",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=tensorboard",
+)
+
+#: A real (short) training that reliably reaches test/acc >= 0.9 on :func:`sentiment_examples`.
+LEARNING_OVERRIDES: tuple[str, ...] = (*TINY_OVERRIDES, "trainer.max_epochs=6", "model.optimizer.lr=0.01")
+
+#: One batch of fit and test, no checkpoints or loggers: for checks that only need the run to start.
+FAST_OVERRIDES: tuple[str, ...] = (*TINY_OVERRIDES, "trainer.fast_dev_run=true")
+
+#: Seconds one CLI subprocess may take (the machine may be busy with other test runs).
+CLI_TIMEOUT = 240
+
+# -- tiny data -------------------------------------------------------------------------------
+
+LABELS = ("neg", "pos")
+KEYWORDS = {"pos": ("good", "great"), "neg": ("bad", "awful")}
+FILLER = "the a movie film plot actor story scene was is it this and very quite really".split()
+
+
+def sentiment_examples(n: int, rng: random.Random) -> list[tuple[str, str]]:
+    """``n`` (text, label) pairs, labels alternating pos/neg: 2..15 filler words plus one keyword
+    ("good"/"great" -> pos, "bad"/"awful" -> neg) at a random position."""
+    rows = []
+    for i in range(n):
+        label = ("pos", "neg")[i % 2]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 15))]
+        words.insert(rng.randint(0, len(words)), rng.choice(KEYWORDS[label]))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def sentiment_splits(
+    train: int = 120, val: int = 40, test: int = 60, seed: int = 0
+) -> dict[str, list[tuple[str, str]]]:
+    """Train, val and test examples drawn in that order from one ``random.Random(seed)``."""
+    rng = random.Random(seed)
+    return {split: sentiment_examples(n, rng) for split, n in (("train", train), ("val", val), ("test", test))}
+
+
+def flipped(rows: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The same texts with the other label (binary pos/neg)."""
+    other = {"pos": "neg", "neg": "pos"}
+    return [(text, other[label]) for text, label in rows]
+
+
+def write_csv(
+    path: Path, rows: Iterable[Sequence[object]], header: Sequence[str] = ("text", "label"), delimiter: str = ","
+) -> Path:
+    """A csv (or, with ``delimiter="\\t"``, tsv) file with a header row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_tsv(path: Path, rows: Iterable[Sequence[object]], header: Sequence[str] = ("text", "label")) -> Path:
+    return write_csv(path, rows, header, delimiter="\t")
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def write_lines(path: Path, lines: Iterable[str]) -> Path:
+    """Raw prediction input: one text per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read_csv_rows(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [(row["text"], row["label"]) for row in csv.DictReader(handle)]
+
+
+def text_csv_args(train: Path, val: Path | None = None, test: Path | None = None) -> list[str]:
+    """``data=text_csv`` overrides for the given files."""
+    args = ["data=text_csv", f"data.train_file={train}"]
+    if val is not None:
+        args.append(f"data.val_file={val}")
+    if test is not None:
+        args.append(f"data.test_file={test}")
+    return args
+
+
+@pytest.fixture(scope="module")
+def sentiment_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """train.csv (120 rows), val.csv (40), test.csv (60) of the tiny sentiment task, in a module tmp dir."""
+    directory = tmp_path_factory.mktemp("sentiment")
+    return {split: write_csv(directory / f"{split}.csv", rows) for split, rows in sentiment_splits().items()}
+
+
+# -- running the commands --------------------------------------------------------------------
+
+
+def console_script(name: str) -> Path:
+    """The installed console script ``name`` (e.g. ``rnnlab-train``) next to this interpreter."""
+    path = Path(sys.executable).parent / name
+    assert path.is_file(), f"console script {name} is not installed next to {sys.executable}"
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: ours, minus anything that changes error reporting."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(extra)
+    return env
+
+
+def cli_command(module: str, *args: object) -> list[str]:
+    """``python -m rnnlab.<module> args...``; ``module`` may be given as ``rnnlab.train`` or ``train``."""
+    module = module if module.startswith("rnnlab.") else f"rnnlab.{module}"
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def run_cli(
+    module: str,
+    *args: object,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = CLI_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m rnnlab.<module> args...`` in ``cwd``; never raises on a non-zero exit."""
+    return subprocess.run(
+        cli_command(module, *args),
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_script(
+    name: str,
+    *args: object,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = CLI_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script ``name`` (e.g. ``rnnlab-train``)."""
+    return subprocess.run(
+        [str(console_script(name)), *map(str, args)],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    """A failed command, for assertion messages."""
+    return f"exit {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` (relative path -> hex digest)."""
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
