@@ -13,19 +13,17 @@ import json
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from torch.utils.data import DataLoader
 
 from rnnlab.cli.common import CONFIG_DIR
+from rnnlab.data.sampler import padding_ratio
 
 
-def epoch_padding_ratio(loader, epoch: int) -> float:
-    sampler = loader.batch_sampler
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    padded = total = 0
-    for batch in loader:
-        total += batch.mask.numel()
-        padded += int((~batch.mask).sum())
-    return padded / total
+def epoch_padding_ratio(loader: DataLoader, lengths: list[int], epoch: int) -> float:
+    """Padding ratio of one epoch of the loader's training batches (batch composition only, no collate)."""
+    if hasattr(loader.batch_sampler, "set_epoch"):
+        loader.batch_sampler.set_epoch(epoch)
+    return padding_ratio(loader.batch_sampler, lengths)
 
 
 def main() -> None:
@@ -40,8 +38,9 @@ def main() -> None:
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
         loader = datamodule.train_dataloader()
+        lengths = [len(example["inputs"]) for example in datamodule.datasets["train"]]
         name = "bucketed" if bucketing else "shuffled"
-        results[name] = [round(epoch_padding_ratio(loader, epoch), 6) for epoch in range(args.epochs)]
+        results[name] = [round(epoch_padding_ratio(loader, lengths, epoch), 4) for epoch in range(args.epochs)]
     results["config"] = {"data": cfg.data._target_, "batch_size": cfg.data.batch_size, "max_length": cfg.data.get("max_length")}
     print(json.dumps(results, indent=2))
 

@@ -8,7 +8,9 @@
              for the LSTM a tuple (h_n, c_n). Forward direction: the state at each sequence's last valid
              step; backward direction: the state after reading back to step 0.
 
-``impl="fused"`` (or ``"auto"``) runs torch.nn's layers (cuDNN on GPU) on a packed sequence;
+``impl="fused"`` (or ``"auto"``) runs torch.nn's kernels: on GPU the whole stack on a packed sequence
+(cuDNN), on CPU each layer and direction on the padded batch (oneDNN; several times faster than
+packing there), both exact for every length;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. Both have the same parameter names, so a
 state dict from one loads into the other.
 """
@@ -16,11 +18,13 @@ state dict from one loads into the other.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.backbones.reference import ReferenceGRU, ReferenceLSTM, ReferenceRNN
 from rnnlab.errors import UserError, check_choice
+from rnnlab.masking import lengths_to_mask, reverse_padded
 
 CELLS = ("rnn", "lstm", "gru")
 IMPLS = ("auto", "fused", "reference")
@@ -134,13 +138,80 @@ class RecurrentBackbone(nn.Module):
         return self._run_fused(x, lengths)
 
     def _run_fused(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
-        """x (B, T, F) -> torch.nn's layer over a packed batch, re-padded to (B, T, D)."""
+        """x (B, T, F) -> torch.nn's kernels, exact for every length; outputs (B, T, D), final."""
         steps = x.shape[1]
         # Packing needs lengths on the CPU (one host sync on GPU); the all-full check then comes free.
         lengths = lengths.to("cpu", torch.int64)
         if bool((lengths == steps).all()):
             return self.rnn(x)
+        if x.is_cuda:
+            return self._run_packed(x, lengths)
+        return self._run_per_direction(x, lengths)
+
+    def _run_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
+        """The whole stack on a PackedSequence: cuDNN's native variable-length path (fast on GPU only)."""
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         packed_out, final = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
+        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
         return outputs, final
+
+    def _run_per_direction(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
+        """Each layer and direction through the fused kernel on the padded batch (CPU).
+
+        On the CPU, torch's packed path is several times slower than the padded one (which uses
+        oneDNN). Padding after a sequence's end cannot change its earlier steps, so each direction
+        runs padded: the backward one on each sequence reversed within its own length. Final states
+        are read at each sequence's last valid step; the LSTM's cell state by
+        :func:`lstm_cell_at_length`.
+        """
+        rnn = self.rnn
+        batch, steps = x.shape[0], x.shape[1]
+        valid = lengths_to_mask(lengths, steps).unsqueeze(2)  # (B, T, 1)
+        last = (torch.arange(batch), lengths - 1)
+        kernel = _KERNELS[rnn.mode]
+        finals: list[tuple[torch.Tensor, ...]] = []
+        for layer in range(rnn.num_layers):
+            if layer > 0:
+                x = F.dropout(x, rnn.dropout, self.training)
+            outputs = []
+            for suffix in ("", "_reverse")[: self.num_directions]:
+                weights = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                layer_input = reverse_padded(x, lengths) if suffix else x
+                zeros = x.new_zeros(1, batch, self.hidden_size)
+                hx = [zeros, zeros] if rnn.mode == "LSTM" else zeros
+                out = kernel(layer_input, hx, weights, True, 1, 0.0, self.training, False, True)[0]  # (B, T, H)
+                state = (out[last],)
+                if rnn.mode == "LSTM":
+                    state += (lstm_cell_at_length(layer_input, out, weights, valid),)
+                finals.append(state)
+                out = out.masked_fill(~valid, 0.0)
+                outputs.append(reverse_padded(out, lengths) if suffix else out)
+            x = torch.cat(outputs, dim=2)  # (B, T, H * dirs)
+        stacked = tuple(torch.stack(parts) for parts in zip(*finals))  # each (L*dirs, B, H)
+        return x, (stacked if rnn.mode == "LSTM" else stacked[0])
+
+
+# torch.nn's recurrent kernels, called per layer and direction as nn.RNNBase.forward calls them.
+_KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
+
+
+def lstm_cell_at_length(
+    x: torch.Tensor, outputs: torch.Tensor, weights: list[torch.Tensor], valid: torch.Tensor
+) -> torch.Tensor:
+    """The LSTM cell state at each sequence's last valid step, from a run that went on past it.
+
+    x (B, T, F) the layer input, outputs (B, T, H) the kernel's hidden states (right at valid
+    steps), valid (B, T, 1) -> c (B, H). The gates of step t depend only on x_t and h_{t-1}, both
+    known, so c follows from the linear recurrence c_t = f_t c_{t-1} + i_t g_t in closed form,
+    c_n = sum_t (prod_{s>t} f_s) i_t g_t, with f = 1 and i g = 0 at padded steps. Products are
+    summed as logs in float64 (exact to ~1e-12 over thousands of steps), and gradients flow
+    through the outputs into the kernel, so training through the final state stays exact.
+    """
+    w_ih, w_hh, b_ih, b_hh = weights
+    previous = F.pad(outputs[:, :-1], (0, 0, 1, 0))  # (B, T, H): h_{t-1}, with h_{-1} = 0
+    i, f, g, _ = (F.linear(x, w_ih, b_ih) + F.linear(previous, w_hh, b_hh)).chunk(4, dim=2)
+    log_forget = F.logsigmoid(f).double().masked_fill(~valid, 0.0)
+    written = (torch.sigmoid(i) * torch.tanh(g)).double().masked_fill(~valid, 0.0)
+    kept_from = log_forget.cumsum(dim=1)  # (B, T, H): log prod_{s<=t} f_s
+    decay = torch.exp(kept_from[:, -1:] - kept_from)  # prod_{s>t} f_s, <= 1
+    return (decay * written).sum(dim=1).to(outputs.dtype)
