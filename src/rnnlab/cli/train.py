@@ -18,6 +18,7 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.tensorboard.summary import hparams
 
@@ -102,7 +103,8 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any]) -> None:
         record["error"] = "interrupted"
         return
     if cfg.test:
-        best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == monitor), None)
+        best_path = best.best_model_path if best else ""
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         record.update(results[0])
         record["test_checkpoint"] = best_path or "final weights"
@@ -125,8 +127,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        write_json(run_dir / "metrics.json", record)
-        write_json(run_dir / "run_info.json", run_info(cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock))
+        if rank_zero_only.rank == 0:  # under DDP every rank runs this function
+            write_json(run_dir / "metrics.json", record)
+            write_json(run_dir / "run_info.json", run_info(cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock))
     return record
 
 
@@ -134,6 +137,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @report_user_errors("rnnlab-train")
 def main(cfg: DictConfig) -> float | None:
     record = train(cfg)
+    if rank_zero_only.rank != 0:
+        return None
     summary = {k: round(v, 4) for k, v in record.items() if k.startswith("test/") and isinstance(v, float)}
     print(f"status: {record['status']}  test: {json.dumps(summary)}")
     print(cfg.paths.output_dir, flush=True)
