@@ -58,6 +58,7 @@ def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@rank_zero_only
 def log_hparams(loggers: list[Logger], params: dict[str, Any], metrics: dict[str, float]) -> None:
     """Hyperparameters and the final metrics' tags, for TensorBoard's HParams dashboard.
 
