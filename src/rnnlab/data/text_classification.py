@@ -105,11 +105,13 @@ class TextClassificationDataModule(SequenceDataModule):
                 self._fit(examples)
             self.datasets[split] = self.encode(examples)
 
+    def read_file(self, path: str) -> list[TextExample]:
+        """A labelled user file, read with this module's ``format``, ``text_field`` and ``label_field``."""
+        return read_text_classification_file(path, self.format, self.text_field, self.label_field)
+
     def _read(self, split: str) -> list[TextExample]:
         if split == "test" and self.test_file is not None:
-            return read_text_classification_file(
-                self.test_file, self.format, self.text_field, self.label_field
-            )
+            return self.read_file(self.test_file)
         return self.read_split(split)
 
     def _describe(self, split: str) -> str:
@@ -192,9 +194,9 @@ class TextFileDataModule(TextClassificationDataModule):
 
     def read_split(self, split: str) -> list[TextExample]:
         if split == "val" and self.val_file is not None:
-            return read_text_classification_file(self.val_file, self.format, self.text_field, self.label_field)
+            return self.read_file(self.val_file)
         if self._carved is None:
-            rows = read_text_classification_file(self.train_file, self.format, self.text_field, self.label_field)
+            rows = self.read_file(self.train_file)
             fractions = {}
             if self.val_file is None:
                 fractions["val"] = self.val_fraction
