@@ -147,6 +147,15 @@ def cli_command(module: str, *args: object) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
+def run_command(
+    command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in ``cwd`` with the CLI test environment; never raises on a non-zero exit."""
+    return subprocess.run(
+        command, cwd=cwd, env=env if env is not None else cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
 def run_cli(
     module: str,
     *args: object,
@@ -154,15 +163,8 @@ def run_cli(
     env: dict[str, str] | None = None,
     timeout: float = CLI_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m rnnlab.<module> args...`` in ``cwd``; never raises on a non-zero exit."""
-    return subprocess.run(
-        cli_command(module, *args),
-        cwd=cwd,
-        env=env if env is not None else cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run ``python -m rnnlab.<module> args...`` in ``cwd``."""
+    return run_command(cli_command(module, *args), cwd, env, timeout)
 
 
 def run_script(
@@ -173,14 +175,7 @@ def run_script(
     timeout: float = CLI_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed console script ``name`` (e.g. ``rnnlab-train``)."""
-    return subprocess.run(
-        [str(console_script(name)), *map(str, args)],
-        cwd=cwd,
-        env=env if env is not None else cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_command([str(console_script(name)), *map(str, args)], cwd, env, timeout)
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:

@@ -35,6 +35,7 @@ from conftest import (
     last_line,
     read_csv_rows,
     run_cli,
+    run_command,
     run_script,
     sentiment_splits,
     text_csv_args,
@@ -503,7 +504,7 @@ def error_runs(
 
     def run(job: tuple[list[str], dict[str, str]]) -> subprocess.CompletedProcess[str]:
         command, env = job
-        return subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, timeout=300)
+        return run_command(command, directory, env, timeout=300)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(zip(jobs, pool.map(run, jobs.values())))

@@ -24,7 +24,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.backbones.reference import ReferenceGRU, ReferenceLSTM, ReferenceRNN
 from rnnlab.errors import UserError, check_choice
-from rnnlab.masking import lengths_to_mask, reverse_padded
+from rnnlab.backbones.stacking import State, run_stacked
+from rnnlab.masking import lengths_to_mask
 
 CELLS = ("rnn", "lstm", "gru")
 IMPLS = ("auto", "fused", "reference")
@@ -169,26 +170,21 @@ class RecurrentBackbone(nn.Module):
         valid = lengths_to_mask(lengths, steps).unsqueeze(2)  # (B, T, 1)
         last = (torch.arange(batch), lengths - 1)
         kernel = _KERNELS[rnn.mode]
-        finals: list[tuple[torch.Tensor, ...]] = []
-        for layer in range(rnn.num_layers):
-            if layer > 0:
-                x = F.dropout(x, rnn.dropout, self.training)
-            outputs = []
-            for suffix in ("", "_reverse")[: self.num_directions]:
-                weights = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                layer_input = reverse_padded(x, lengths) if suffix else x
-                zeros = x.new_zeros(1, batch, self.hidden_size)
-                hx = [zeros, zeros] if rnn.mode == "LSTM" else zeros
-                out = kernel(layer_input, hx, weights, True, 1, 0.0, self.training, False, True)[0]  # (B, T, H)
-                state = (out[last],)
-                if rnn.mode == "LSTM":
-                    state += (lstm_cell_at_length(layer_input, out, weights, valid),)
-                finals.append(state)
-                out = out.masked_fill(~valid, 0.0)
-                outputs.append(reverse_padded(out, lengths) if suffix else out)
-            x = torch.cat(outputs, dim=2)  # (B, T, H * dirs)
-        stacked = tuple(torch.stack(parts) for parts in zip(*finals))  # each (L*dirs, B, H)
-        return x, (stacked if rnn.mode == "LSTM" else stacked[0])
+
+        def run_direction(layer_input: torch.Tensor, name: str) -> tuple[torch.Tensor, State]:
+            weights = [getattr(rnn, f"{param}_{name}") for param in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            zeros = layer_input.new_zeros(1, batch, self.hidden_size)
+            hx = [zeros, zeros] if rnn.mode == "LSTM" else zeros
+            out = kernel(layer_input, hx, weights, True, 1, 0.0, self.training, False, True)[0]  # (B, T, H)
+            state: State = (out[last],)
+            if rnn.mode == "LSTM":
+                state += (lstm_cell_at_length(layer_input, out, weights, valid),)
+            return out.masked_fill(~valid, 0.0), state
+
+        outputs, stacked = run_stacked(
+            x, lengths, rnn.num_layers, self.num_directions, rnn.dropout, self.training, run_direction
+        )
+        return outputs, (stacked if rnn.mode == "LSTM" else stacked[0])
 
 
 # torch.nn's recurrent kernels, called per layer and direction as nn.RNNBase.forward calls them.

@@ -22,10 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import check_choice
-from rnnlab.masking import lengths_to_mask, reverse_padded
-
-State = tuple[torch.Tensor, ...]  # (h,) or, for the LSTM, (h, c); each (B, H)
-
+from rnnlab.backbones.stacking import State, run_stacked
+from rnnlab.masking import lengths_to_mask
 
 class ReferenceRecurrent(nn.Module):
     """Shared machinery: parameters, layers, directions, masking. Subclasses define ``gates`` and ``cell``."""
@@ -81,21 +79,16 @@ class ReferenceRecurrent(nn.Module):
         """x (B, T, F), lengths (B,) each >= 1 -> outputs (B, T, D), final (L*dirs, B, H) or (h_n, c_n)."""
         lengths = lengths.to(x.device)
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
-        finals: list[State] = []
-        for layer in range(self.num_layers):
-            if layer > 0:
-                x = F.dropout(x, self.dropout, self.training)
-            outputs = []
-            for suffix in self._suffixes():
-                reverse = suffix == "_reverse"
-                # Reversing within each length makes the backward pass start at the last valid token.
-                layer_input = reverse_padded(x, lengths) if reverse else x
-                out, state = self._run_direction(layer_input, mask, f"l{layer}{suffix}")
-                outputs.append(reverse_padded(out, lengths) if reverse else out)
-                finals.append(state)
-            x = torch.cat(outputs, dim=2)  # (B, T, H * dirs)
-        stacked = tuple(torch.stack(parts) for parts in zip(*finals))  # each (L*dirs, B, H)
-        return x, (stacked if self.state_size > 1 else stacked[0])
+        outputs, stacked = run_stacked(
+            x,
+            lengths,
+            self.num_layers,
+            self.num_directions,
+            self.dropout,
+            self.training,
+            lambda layer_input, name: self._run_direction(layer_input, mask, name),
+        )
+        return outputs, (stacked if self.state_size > 1 else stacked[0])
 
     def _run_direction(self, x: torch.Tensor, mask: torch.Tensor, name: str) -> tuple[torch.Tensor, State]:
         """Left-to-right over x (B, T, in) -> outputs (B, T, H) zero at padding, state at each last valid step."""
