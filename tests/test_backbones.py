@@ -261,8 +261,8 @@ def test_packed_and_per_direction_fused_paths_agree(cell: str, bidirectional: bo
     torch.manual_seed(0)
     model = build(cell, bidirectional, num_layers, "fused")
     x = padded_features()
-    assert_same(model._run_packed(x, LENGTHS), model._run_per_direction(x, LENGTHS))
-    assert_same(model(x, LENGTHS), model._run_per_direction(x, LENGTHS))
+    assert_same(model._run_packed(x, LENGTHS, None), model._run_per_direction(x, LENGTHS, None))
+    assert_same(model(x, LENGTHS), model._run_per_direction(x, LENGTHS, None))
 
 
 def test_lstm_final_cell_state_is_exact_over_long_sequences() -> None:
@@ -284,3 +284,62 @@ def test_gradients_through_final_states_match_reference() -> None:
         (h_n.pow(2).sum() + c_n.sin().sum()).backward()
     for (name, p_ref), (_, p_fused) in zip(ref.named_parameters(), fused.named_parameters(), strict=True):
         torch.testing.assert_close(p_fused.grad, p_ref.grad, atol=ATOL, rtol=1e-4, msg=name)
+
+
+# -- starting states and extra per-step features -------------------------------------------------
+
+
+def random_initial(cell: str, model: RecurrentBackbone, batch: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    shape = (model.num_layers * model.num_directions, batch, HIDDEN)
+    return (torch.randn(shape), torch.randn(shape)) if cell == "lstm" else torch.randn(shape)
+
+
+@pytest.mark.parametrize(("cell", "bidirectional", "num_layers"), CONFIGS, ids=CONFIG_IDS)
+def test_initial_state_same_in_every_path(cell: str, bidirectional: bool, num_layers: int) -> None:
+    """Reference, fused per-direction (CPU), packed (GPU) and the full-length shortcut agree from h_0."""
+    torch.manual_seed(3)
+    ref, fused = twins(cell, bidirectional, num_layers)
+    x = padded_features()
+    initial = random_initial(cell, ref, len(LENGTHS))
+    with torch.no_grad():
+        expected = ref(x, LENGTHS, initial=initial)
+        assert_same(expected, fused(x, LENGTHS, initial=initial))
+        assert_same(expected, fused._run_packed(x, LENGTHS, initial))
+        full = torch.full_like(LENGTHS, STEPS)
+        assert_same(ref(x, full, initial=initial), fused(x, full, initial=initial))
+        assert not torch.allclose(expected[0], ref(x, LENGTHS)[0]), "the initial state must matter"
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_carrying_the_final_state_continues_the_sequence(cell: str, impl: str) -> None:
+    """Running a sequence in two chunks, the second from the first's final state, equals one run."""
+    torch.manual_seed(4)
+    model = build(cell, False, 2, impl)
+    x = torch.randn(3, STEPS, FEATURES)
+    lengths = torch.full((3,), STEPS)
+    with torch.no_grad():
+        whole_out, whole_final = model(x, lengths)
+        first_out, first_final = model(x[:, :4], torch.full((3,), 4))
+        second_out, second_final = model(x[:, 4:], torch.full((3,), STEPS - 4), initial=first_final)
+    torch.testing.assert_close(torch.cat([first_out, second_out], dim=1), whole_out, atol=ATOL, rtol=0)
+    for a, b in zip(states(second_final), states(whole_final), strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_features_are_concatenated_to_embeddings(impl: str) -> None:
+    torch.manual_seed(5)
+    model = build("gru", True, 1, impl, vocab_size=VOCAB, embedding_dim=4, input_size=None, feature_size=3)
+    tokens = torch.randint(1, VOCAB, (4, STEPS))
+    features = torch.randn(4, STEPS, 3)
+    with torch.no_grad():
+        outputs, _ = model(tokens, LENGTHS, features=features)
+        changed, _ = model(tokens, LENGTHS, features=features + 1)
+        for b, length in enumerate(LENGTHS.tolist()):
+            alone, _ = model(tokens[b : b + 1, :length], torch.tensor([length]), features=features[b : b + 1, :length])
+            torch.testing.assert_close(outputs[b, :length], alone[0], atol=ATOL, rtol=0)
+    assert model.rnn.input_size == 4 + 3
+    assert not torch.allclose(outputs, changed)
+    with pytest.raises(ValueError, match="features"):
+        model(tokens, LENGTHS)

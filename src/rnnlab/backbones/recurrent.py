@@ -3,6 +3,9 @@
     inputs   (B, T) token ids (long) when built with ``vocab_size``,
              or (B, T, F) real-valued features (float) when built with ``input_size`` (F = input_size)
     lengths  (B,)   valid steps per sequence, each in [1, T]; any device
+    features optional (B, T, feature_size) float, concatenated to each step's embedding (e.g. a
+             character-level word representation)
+    initial  optional starting state in torch's layout, h_0 or (h_0, c_0) for the LSTM (default zeros)
     outputs  (B, T, D) D = hidden_size * num_directions, forward then backward per step; exact zeros at padding
     final    (num_layers * num_directions, B, H) in torch's layout (layer-major, direction-minor);
              for the LSTM a tuple (h_n, c_n). Forward direction: the state at each sequence's last valid
@@ -24,7 +27,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.backbones.reference import ReferenceGRU, ReferenceLSTM, ReferenceRNN
 from rnnlab.errors import UserError, check_choice
-from rnnlab.backbones.stacking import State, run_stacked
+from rnnlab.backbones.stacking import State, as_state, run_stacked
 from rnnlab.masking import lengths_to_mask
 
 CELLS = ("rnn", "lstm", "gru")
@@ -68,6 +71,7 @@ class RecurrentBackbone(nn.Module):
         vocab_size: int | None = None,
         padding_idx: int | None = 0,
         input_size: int | None = None,
+        feature_size: int = 0,
     ) -> None:
         super().__init__()
         check_choice(_key("cell"), cell, CELLS)
@@ -94,6 +98,9 @@ class RecurrentBackbone(nn.Module):
         self.num_directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.num_directions
 
+        if feature_size < 0:
+            raise UserError(f"{_key('feature_size')} must be >= 0; got {feature_size}")
+        self.feature_size = feature_size
         self.embedding: nn.Embedding | None = None
         self.embedding_dropout = nn.Dropout(embedding_dropout)  # applied to embeddings only
         if vocab_size is not None:
@@ -109,6 +116,7 @@ class RecurrentBackbone(nn.Module):
             assert input_size is not None
             _check_positive("input_size", input_size)
             rnn_input = input_size
+        rnn_input += feature_size
 
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         if self.impl == "fused":
@@ -125,38 +133,56 @@ class RecurrentBackbone(nn.Module):
         else:
             self.rnn = _REFERENCE[cell](rnn_input, hidden_size, num_layers, bidirectional, dropout, **extra)
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        lengths: torch.Tensor,
+        features: torch.Tensor | None = None,
+        initial: FinalState | None = None,
+    ) -> tuple[torch.Tensor, FinalState]:
         """inputs (B, T) long or (B, T, F) float, lengths (B,) each >= 1 -> outputs (B, T, D), final.
 
-        final is (num_layers * num_directions, B, H), or (h_n, c_n) for the LSTM. A length of 0 may
+        features (B, T, feature_size) when built with ``feature_size`` > 0; initial: h_0 or
+        (h_0, c_0), each (num_layers * num_directions, B, H), or None for zeros. final is
+        (num_layers * num_directions, B, H), or (h_n, c_n) for the LSTM. A length of 0 may
         raise ValueError.
         """
         x = inputs
         if self.embedding is not None:
             x = self.embedding_dropout(self.embedding(inputs))  # (B, T, E)
+        if (features is None) != (self.feature_size == 0):
+            raise ValueError(f"this backbone takes features of size {self.feature_size}; got {features is not None}")
+        if features is not None:
+            x = torch.cat([x, features.to(x.dtype)], dim=2)  # (B, T, E + feature_size)
         if self.impl == "reference":
-            return self.rnn(x, lengths)
-        return self._run_fused(x, lengths)
+            return self.rnn(x, lengths, initial)
+        return self._run_fused(x, lengths, initial)
 
-    def _run_fused(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
+    def _run_fused(
+        self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None
+    ) -> tuple[torch.Tensor, FinalState]:
         """x (B, T, F) -> torch.nn's kernels, exact for every length; outputs (B, T, D), final."""
         steps = x.shape[1]
         # Packing needs lengths on the CPU (one host sync on GPU); the all-full check then comes free.
         lengths = lengths.to("cpu", torch.int64)
         if bool((lengths == steps).all()):
-            return self.rnn(x)
+            return self.rnn(x, initial)
         if x.is_cuda:
-            return self._run_packed(x, lengths)
-        return self._run_per_direction(x, lengths)
+            return self._run_packed(x, lengths, initial)
+        return self._run_per_direction(x, lengths, initial)
 
-    def _run_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
+    def _run_packed(
+        self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None
+    ) -> tuple[torch.Tensor, FinalState]:
         """The whole stack on a PackedSequence: cuDNN's native variable-length path (fast on GPU only)."""
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        packed_out, final = self.rnn(packed)
+        packed_out, final = self.rnn(packed, initial)
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
         return outputs, final
 
-    def _run_per_direction(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, FinalState]:
+    def _run_per_direction(
+        self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None
+    ) -> tuple[torch.Tensor, FinalState]:
         """Each layer and direction through the fused kernel on the padded batch (CPU).
 
         On the CPU, torch's packed path is several times slower than the padded one (which uses
@@ -171,18 +197,19 @@ class RecurrentBackbone(nn.Module):
         last = (torch.arange(batch), lengths - 1)
         kernel = _KERNELS[rnn.mode]
 
-        def run_direction(layer_input: torch.Tensor, name: str) -> tuple[torch.Tensor, State]:
+        def run_direction(layer_input: torch.Tensor, name: str, start: State | None) -> tuple[torch.Tensor, State]:
             weights = [getattr(rnn, f"{param}_{name}") for param in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            zeros = layer_input.new_zeros(1, batch, self.hidden_size)
-            hx = [zeros, zeros] if rnn.mode == "LSTM" else zeros
+            if start is None:
+                start = (layer_input.new_zeros(batch, self.hidden_size),) * (2 if rnn.mode == "LSTM" else 1)
+            hx = [part.unsqueeze(0) for part in start] if rnn.mode == "LSTM" else start[0].unsqueeze(0)
             out = kernel(layer_input, hx, weights, True, 1, 0.0, self.training, False, True)[0]  # (B, T, H)
             state: State = (out[last],)
             if rnn.mode == "LSTM":
-                state += (lstm_cell_at_length(layer_input, out, weights, valid),)
+                state += (lstm_cell_at_length(layer_input, out, weights, valid, start),)
             return out.masked_fill(~valid, 0.0), state
 
         outputs, stacked = run_stacked(
-            x, lengths, rnn.num_layers, self.num_directions, rnn.dropout, self.training, run_direction
+            x, lengths, rnn.num_layers, self.num_directions, rnn.dropout, self.training, run_direction, as_state(initial)
         )
         return outputs, (stacked if rnn.mode == "LSTM" else stacked[0])
 
@@ -192,22 +219,25 @@ _KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "R
 
 
 def lstm_cell_at_length(
-    x: torch.Tensor, outputs: torch.Tensor, weights: list[torch.Tensor], valid: torch.Tensor
+    x: torch.Tensor, outputs: torch.Tensor, weights: list[torch.Tensor], valid: torch.Tensor, start: State
 ) -> torch.Tensor:
     """The LSTM cell state at each sequence's last valid step, from a run that went on past it.
 
     x (B, T, F) the layer input, outputs (B, T, H) the kernel's hidden states (right at valid
-    steps), valid (B, T, 1) -> c (B, H). The gates of step t depend only on x_t and h_{t-1}, both
-    known, so c follows from the linear recurrence c_t = f_t c_{t-1} + i_t g_t in closed form,
-    c_n = sum_t (prod_{s>t} f_s) i_t g_t, with f = 1 and i g = 0 at padded steps. Products are
-    summed as logs in float64 (exact to ~1e-12 over thousands of steps), and gradients flow
-    through the outputs into the kernel, so training through the final state stays exact.
+    steps), valid (B, T, 1), start (h_0, c_0) each (B, H) -> c (B, H). The gates of step t depend
+    only on x_t and h_{t-1}, both known, so c follows from the linear recurrence
+    c_t = f_t c_{t-1} + i_t g_t in closed form, c_n = (prod_t f_t) c_0 + sum_t (prod_{s>t} f_s) i_t g_t,
+    with f = 1 and i g = 0 at padded steps. Products are summed as logs in float64 (exact to
+    ~1e-12 over thousands of steps), and gradients flow through the outputs into the kernel, so
+    training through the final state stays exact.
     """
     w_ih, w_hh, b_ih, b_hh = weights
-    previous = F.pad(outputs[:, :-1], (0, 0, 1, 0))  # (B, T, H): h_{t-1}, with h_{-1} = 0
+    h_0, c_0 = start
+    previous = torch.cat([h_0.unsqueeze(1), outputs[:, :-1]], dim=1)  # (B, T, H): h_{t-1}
     i, f, g, _ = (F.linear(x, w_ih, b_ih) + F.linear(previous, w_hh, b_hh)).chunk(4, dim=2)
     log_forget = F.logsigmoid(f).double().masked_fill(~valid, 0.0)
     written = (torch.sigmoid(i) * torch.tanh(g)).double().masked_fill(~valid, 0.0)
     kept_from = log_forget.cumsum(dim=1)  # (B, T, H): log prod_{s<=t} f_s
     decay = torch.exp(kept_from[:, -1:] - kept_from)  # prod_{s>t} f_s, <= 1
-    return (decay * written).sum(dim=1).to(outputs.dtype)
+    kept_c_0 = torch.exp(kept_from[:, -1]) * c_0.double()  # (B, H)
+    return (kept_c_0 + (decay * written).sum(dim=1)).to(outputs.dtype)

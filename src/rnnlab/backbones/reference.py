@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import check_choice
-from rnnlab.backbones.stacking import State, run_stacked
+from rnnlab.backbones.stacking import State, as_state, run_stacked
 from rnnlab.masking import lengths_to_mask
 
 class ReferenceRecurrent(nn.Module):
@@ -75,8 +75,13 @@ class ReferenceRecurrent(nn.Module):
         """One step. x_proj = W_ih x_t + b_ih and h_proj = W_hh h_{t-1} + b_hh, both (B, gates*H)."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | State]:
-        """x (B, T, F), lengths (B,) each >= 1 -> outputs (B, T, D), final (L*dirs, B, H) or (h_n, c_n)."""
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, initial: torch.Tensor | State | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | State]:
+        """x (B, T, F), lengths (B,) each >= 1 -> outputs (B, T, D), final (L*dirs, B, H) or (h_n, c_n).
+
+        ``initial``: None (zeros), or h_0 (L*dirs, B, H), or (h_0, c_0) for the LSTM, as in torch.nn.
+        """
         lengths = lengths.to(x.device)
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         outputs, stacked = run_stacked(
@@ -86,17 +91,22 @@ class ReferenceRecurrent(nn.Module):
             self.num_directions,
             self.dropout,
             self.training,
-            lambda layer_input, name: self._run_direction(layer_input, mask, name),
+            lambda layer_input, name, start: self._run_direction(layer_input, mask, name, start),
+            as_state(initial),
         )
         return outputs, (stacked if self.state_size > 1 else stacked[0])
 
-    def _run_direction(self, x: torch.Tensor, mask: torch.Tensor, name: str) -> tuple[torch.Tensor, State]:
-        """Left-to-right over x (B, T, in) -> outputs (B, T, H) zero at padding, state at each last valid step."""
+    def _run_direction(
+        self, x: torch.Tensor, mask: torch.Tensor, name: str, start: State | None
+    ) -> tuple[torch.Tensor, State]:
+        """Left-to-right over x (B, T, in) from ``start`` (None: zeros) -> outputs (B, T, H) zero at
+        padding, state at each last valid step."""
         w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
         b_ih, b_hh = getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")
         batch = x.shape[0]
         x_proj = F.linear(x, w_ih, b_ih)  # (B, T, gates*H): the input projection for all steps at once
-        state: State = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(self.state_size))
+        zeros = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(self.state_size))
+        state: State = zeros if start is None else start
         hidden = []
         for t, x_t in enumerate(x_proj.unbind(1)):
             new_state = self.cell(x_t, torch.addmm(b_hh, state[0], w_hh.t()), state)
