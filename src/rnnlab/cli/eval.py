@@ -34,6 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, object]:
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         logger=False,
+        default_root_dir=cfg.paths.output_dir,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

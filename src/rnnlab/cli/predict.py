@@ -1,6 +1,8 @@
 """rnnlab-predict ckpt_path=PATH input_file=PATH [output_file=PATH]: one JSON object per input.
 
-Classification records: {"text": ..., "label": ..., "probs": {label: p, ...}}, in input order.
+Each record is the input as the data module read it (e.g. ``{"text": ...}``) joined with the task's
+prediction, in input order. Classification: ``label`` and ``probs``. Tasks that generate text take
+the ``generation`` options (temperature, top_k, max_length, seed).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import hydra
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.cli.common import CONFIG_DIR, datamodule_for, load_checkpoint_task, report_user_errors
 from rnnlab.errors import UserError
@@ -33,14 +35,15 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     device = resolve_device(cfg.device)
     task, run_config = load_checkpoint_task(cfg.ckpt_path)
     datamodule = datamodule_for(task, run_config, batch_size=cfg.batch_size, eval_batch_size=cfg.batch_size, num_workers=0)
-    texts = datamodule.load_predict_file(cfg.input_file)
+    inputs = datamodule.load_predict_file(cfg.input_file)
+    options = OmegaConf.to_container(cfg.generation) if task.generates else {}
     task.to(device)
     records: list[dict[str, Any]] = []
     with torch.inference_mode():
         for batch in datamodule.predict_dataloader():
-            records.extend(task.predict_step(move_data_to_device(batch, device)))
+            records.extend(task.predict_step(move_data_to_device(batch, device), **options))
     records.sort(key=lambda record: record["index"])
-    return [{"text": texts[r.pop("index")], **r} for r in records]
+    return [{**inputs[r.pop("index")], **r} for r in records]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")

@@ -147,8 +147,8 @@ class TextClassificationDataModule(SequenceDataModule):
             encoded.append(item)
         return encoded
 
-    def load_predict_file(self, path: str) -> list[str]:
-        """Read texts to classify into the ``predict`` split; returns them in input order.
+    def load_predict_file(self, path: str) -> list[dict[str, Any]]:
+        """Read texts to classify into the ``predict`` split; returns ``{"text": ...}`` per input, in order.
 
         A .jsonl / .csv / .tsv file is read for its ``text_field`` (labels, if any, are ignored);
         any other file holds one raw text per line.
@@ -160,7 +160,7 @@ class TextClassificationDataModule(SequenceDataModule):
         else:
             examples = [TextExample(text, None, f"{path}:{line}") for line, text in read_text_lines(path)]
         self.datasets["predict"] = self.encode(examples, with_labels=False)
-        return [example.text for example in examples]
+        return [{"text": example.text} for example in examples]
 
 
 class TextFileDataModule(TextClassificationDataModule):

@@ -19,12 +19,15 @@ STAGES = ("train", "val", "test")
 LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor")
 
 
-def build_backbone(config: dict[str, Any], input_spec: dict[str, Any]) -> nn.Module:
-    """Instantiate the backbone config (``_target_``) sized from the data: token ids or real-valued features."""
+def build_backbone(config: dict[str, Any], input_spec: dict[str, Any], feature_size: int = 0) -> nn.Module:
+    """Instantiate the backbone config (``_target_``) sized from the data: token ids or real-valued
+    features, plus ``feature_size`` extra per-step features from the task (e.g. character encodings)."""
     if input_spec["kind"] == "tokens":
         sizes = {"vocab_size": input_spec["vocab_size"], "padding_idx": input_spec["pad_id"]}
     else:
         sizes = {"input_size": input_spec["num_features"]}
+    if feature_size:
+        sizes["feature_size"] = feature_size
     return instantiate(config, **sizes)
 
 
@@ -38,6 +41,8 @@ class RecurrentTask(L.LightningModule):
     #: metric name -> "min" | "max"; every name is logged as ``{stage}/{name}``.
     metric_modes: ClassVar[dict[str, str]] = {"loss": "min"}
     default_monitor: ClassVar[str] = "val/loss"
+    #: True for tasks whose predict_step generates sequences and takes rnnlab-predict's ``generation`` options.
+    generates: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -45,10 +50,12 @@ class RecurrentTask(L.LightningModule):
         backbone: dict[str, Any],
         optimizer: dict[str, Any],
         scheduler: dict[str, Any] | None = None,
+        feature_size: int = 0,
     ) -> None:
+        """``feature_size``: extra per-step features the subclass feeds the backbone beside its inputs."""
         super().__init__()
         self.data_spec = data_spec
-        self.backbone = build_backbone(backbone, data_spec["input"])
+        self.backbone = build_backbone(backbone, data_spec["input"], feature_size)
         self.optimizer_config = optimizer
         self.scheduler_config = scheduler or None
         # Keyed "<stage>_padding": ModuleDict keys may not shadow Module attributes such as ``train``.
@@ -70,11 +77,17 @@ class RecurrentTask(L.LightningModule):
         """Forward the batch, update the stage's metrics, return the loss."""
         raise NotImplementedError
 
+    def loss_weight(self, batch: Batch) -> int:
+        """How many items the batch's (mean) loss averages over: examples here, target tokens for
+        token-level tasks, so that the epoch's loss is the mean over items, not over batches."""
+        return len(batch)
+
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
         loss = self.compute(batch, stage)
         train = stage == "train"
         size = len(batch)
-        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=not train, prog_bar=True, batch_size=size, sync_dist=not train)
+        weight = self.loss_weight(batch)
+        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=not train, prog_bar=True, batch_size=weight, sync_dist=not train)
         ratio = self.padding_ratio[f"{stage}_padding"]
         ratio.update((~batch.mask).float().mean(), weight=batch.mask.numel())
         self.log(f"{stage}/padding_ratio", ratio, on_step=False, on_epoch=True, batch_size=size)
