@@ -124,6 +124,53 @@ def sentiment_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     return {split: write_csv(directory / f"{split}.csv", rows) for split, rows in sentiment_splits().items()}
 
 
+# -- tiny tagging data (CoNLL) ---------------------------------------------------------------
+
+FIRST_NAMES = ("John", "Mary", "Ahmed", "Li", "Olga")
+SURNAMES = ("Smith", "Khan", "Wang", "Petrova")
+CITIES = ("Paris", "London", "Lagos", "Lima", "New York")
+FILLER_WORDS = "the a met in from visited and saw then today with lives works".split()
+
+
+def ner_sentence(rng: random.Random) -> list[tuple[str, str]]:
+    """2..9 filler words around a person (first name, optional surname: B-PER I-PER) and/or a
+    city (B-LOC, "New York" B-LOC I-LOC): the entity words alone decide the tags."""
+    tokens = [(rng.choice(FILLER_WORDS), "O") for _ in range(rng.randint(2, 9))]
+    if rng.random() < 0.8:
+        person = [(rng.choice(FIRST_NAMES), "B-PER")]
+        if rng.random() < 0.5:
+            person.append((rng.choice(SURNAMES), "I-PER"))
+        position = rng.randint(0, len(tokens))
+        tokens[position:position] = person
+    if rng.random() < 0.6:
+        city = rng.choice(CITIES).split()
+        position = rng.randint(0, len(tokens))
+        tokens[position:position] = [(word, "B-LOC" if i == 0 else "I-LOC") for i, word in enumerate(city)]
+    return tokens
+
+
+def ner_splits(train: int = 150, val: int = 40, test: int = 60, seed: int = 0) -> dict[str, list[list[tuple[str, str]]]]:
+    rng = random.Random(seed)
+    return {split: [ner_sentence(rng) for _ in range(n)] for split, n in (("train", train), ("val", val), ("test", test))}
+
+
+def write_conll(path: Path, sentences: Iterable[Sequence[tuple[str, str]]], docstart: bool = True) -> Path:
+    """A CoNLL-2003-style file: token, a POS-like dummy column, tag; blank line between sentences."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["-DOCSTART- -X- O", ""] if docstart else []
+    for sentence in sentences:
+        lines += [f"{token} X {tag}" for token, tag in sentence] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ner_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """train.conll (150 sentences), val.conll (40), test.conll (60) of the tiny NER task."""
+    directory = tmp_path_factory.mktemp("ner")
+    return {split: write_conll(directory / f"{split}.conll", rows) for split, rows in ner_splits().items()}
+
+
 # -- running the commands --------------------------------------------------------------------
 
 

@@ -56,6 +56,17 @@ def test_tag_targets_padded_with_ignore_index() -> None:
     assert loss.item() == pytest.approx(4 * torch.log(torch.tensor(4.0)).item())  # 4 valid steps only
 
 
+def test_character_ids_padded_per_token_and_per_sentence() -> None:
+    examples = [
+        {"inputs": _ids(1, 2), "chars": torch.tensor([[4, 5, 0], [6, 7, 8]]), "char_lengths": _ids(2, 3), "index": 0},
+        {"inputs": _ids(3, 4, 5), "chars": torch.tensor([[9], [9], [4]]), "char_lengths": _ids(1, 1, 1), "index": 1},
+    ]
+    batch = SequenceCollator()(examples)
+    assert batch.extras["chars"].shape == (2, 3, 3)
+    assert batch.extras["chars"].tolist() == [[[4, 5, 0], [6, 7, 8], [0, 0, 0]], [[9, 0, 0], [9, 0, 0], [4, 0, 0]]]
+    assert batch.extras["char_lengths"].tolist() == [[2, 3, 0], [1, 1, 1]]
+
+
 def test_zero_length_example_is_a_bug() -> None:
     with pytest.raises(ValueError, match="no steps"):
         SequenceCollator()([{"inputs": _ids(1), "index": 0}, {"inputs": _ids(), "index": 1}])

@@ -22,7 +22,10 @@ class SequenceCollator:
       ``"target"``  optional: an int class id, or a tensor whose first dim may vary
                     (e.g. (T,) tags) and is padded with ``IGNORE_INDEX`` (-100) so that
                     ``cross_entropy`` skips padded steps;
-      ``"index"``   int, the example's position in its dataset.
+      ``"index"``   int, the example's position in its dataset;
+      ``"chars"``   optional LongTensor (T, W_i): each token's character ids, padded with 0, and
+      ``"char_lengths"`` LongTensor (T,) >= 1, given together: collated into ``extras["chars"]``
+                    (B, T, W) and ``extras["char_lengths"]`` (B, T), 0 at padded tokens.
     Other keys are ignored. Examples keep the order given.
     """
 
@@ -45,13 +48,10 @@ class SequenceCollator:
             index = torch.tensor([int(ex["index"]) for ex in examples], dtype=torch.long)
         except KeyError:
             raise ValueError('every example needs an "index" (its position in the dataset)') from None
-        return Batch(
-            inputs=padded,
-            lengths=lengths,
-            mask=mask,
-            targets=_collate_targets(examples),
-            extras={"index": index},
-        )
+        extras = {"index": index}
+        if "chars" in examples[0]:
+            extras.update(_collate_chars(examples, padded.shape[1]))
+        return Batch(inputs=padded, lengths=lengths, mask=mask, targets=_collate_targets(examples), extras=extras)
 
     def __repr__(self) -> str:
         return f"SequenceCollator(pad_id={self.pad_id})"
@@ -69,3 +69,15 @@ def _collate_targets(examples: list[dict[str, Any]]) -> torch.Tensor | None:
     if isinstance(first, torch.Tensor) and first.dim() > 0:
         return pad_sequence(targets, batch_first=True, padding_value=IGNORE_INDEX)
     return torch.tensor([int(t) for t in targets], dtype=torch.long)
+
+
+def _collate_chars(examples: list[dict[str, Any]], steps: int) -> dict[str, torch.Tensor]:
+    """Per-token character ids (T_i, W_i) -> ``chars`` (B, T, W) and ``char_lengths`` (B, T), 0-padded."""
+    width = max(ex["chars"].shape[1] for ex in examples)
+    chars = torch.zeros(len(examples), steps, width, dtype=torch.long)
+    char_lengths = torch.zeros(len(examples), steps, dtype=torch.long)
+    for row, ex in enumerate(examples):
+        length, word_width = ex["chars"].shape
+        chars[row, :length, :word_width] = ex["chars"]
+        char_lengths[row, :length] = ex["char_lengths"]
+    return {"chars": chars, "char_lengths": char_lengths}

@@ -2,5 +2,6 @@
 
 from rnnlab.tasks.base import RecurrentTask
 from rnnlab.tasks.classification import SequenceClassifier
+from rnnlab.tasks.tagging import SequenceTagger
 
-__all__ = ["RecurrentTask", "SequenceClassifier"]
+__all__ = ["RecurrentTask", "SequenceClassifier", "SequenceTagger"]

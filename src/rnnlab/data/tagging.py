@@ -1,0 +1,297 @@
+"""Sequence labelling data: tagged sentences -> word ids, character ids and tag ids.
+
+The word vocabulary, character vocabulary and tag set are fitted on the training split only
+(built-in corpora take their tag inventory from every split: it is part of the task, not a
+statistic of the training data). With ``spec`` (from a checkpoint) nothing is refitted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, ClassVar
+
+import torch
+
+from rnnlab.data.brown import brown_split, locate_brown, read_brown
+from rnnlab.data.conll import TaggedSentence, read_conll_file, read_token_lines
+from rnnlab.data.datamodule import Example, SequenceDataModule
+from rnnlab.data.splits import stratified_split
+from rnnlab.data.text_classification import SPLITS_FOR_STAGE
+from rnnlab.data.vocab import LabelSet, Vocab
+from rnnlab.errors import UserError, check_choice
+from rnnlab.tag_schemes import SCHEMES, detect_scheme, split_tag
+
+#: ``data.scheme``: null detects it from the training tags; "none" means the tags form no spans.
+SCHEME_CHOICES = (None, "none", *SCHEMES)
+
+
+def truncate_word(chars: str, max_chars: int) -> str:
+    """Keep a word's first and last characters (prefixes and suffixes carry its morphology)."""
+    if len(chars) <= max_chars:
+        return chars
+    head = (max_chars + 1) // 2
+    return chars[:head] + chars[len(chars) - (max_chars - head) :]
+
+
+class TaggingDataModule(SequenceDataModule):
+    """Base of every sequence labelling dataset. Subclasses implement :meth:`read_split`.
+
+    Options: ``lowercase`` (word ids only; characters keep their case), ``min_freq`` (training
+    words seen fewer times become ``<unk>``: the default 2 makes the ``<unk>`` embedding learn
+    from the training singletons, as unseen words at test time will need), ``max_vocab_size``,
+    ``chars`` (also serve each token's character ids, for a character-level word encoder),
+    ``max_word_length`` (longer words keep their first and last characters), ``scheme``
+    (``data.scheme``: null detects IOB1/IOB2/BIOES spans from the tags, "none" for tags without
+    spans such as POS), ``test_file`` (a CoNLL file that replaces the test split, read with
+    ``token_column`` / ``tag_column``).
+    """
+
+    tags_from_all_splits: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        lowercase: bool = False,
+        min_freq: int = 2,
+        max_vocab_size: int | None = None,
+        chars: bool = False,
+        max_word_length: int = 30,
+        scheme: str | None = None,
+        test_file: str | None = None,
+        token_column: int = 0,
+        tag_column: int = -1,
+        spec: dict[str, Any] | None = None,
+        **loader_options: Any,
+    ) -> None:
+        super().__init__(**loader_options)
+        check_choice("data.scheme", scheme, SCHEME_CHOICES)
+        if max_word_length < 1:
+            raise UserError(f"data.max_word_length must be >= 1; got {max_word_length}")
+        self.min_freq = min_freq
+        self.max_vocab_size = max_vocab_size
+        self.test_file = test_file
+        self.token_column = token_column
+        self.tag_column = tag_column
+        self.scheme_option = scheme
+        self.lowercase = lowercase
+        self.chars = chars
+        self.max_word_length = max_word_length
+        self.vocab: Vocab | None = None
+        self.char_vocab: Vocab | None = None
+        self.tags: LabelSet | None = None
+        self.tag_counts: list[int] = []
+        self.scheme: str | None = None
+        if spec is not None:
+            self.lowercase = spec["input"]["lowercase"]
+            self.vocab = Vocab.from_dict(spec["input"]["vocab"])
+            self.tags = LabelSet.from_dict(spec["labels"])
+            self.tag_counts = list(spec["label_counts"])
+            self.scheme = spec["scheme"]
+            self.chars = spec["chars"] is not None
+            if self.chars:
+                self.char_vocab = Vocab.from_dict(spec["chars"]["vocab"])
+                self.max_word_length = spec["chars"]["max_word_length"]
+
+    # -- what subclasses provide ---------------------------------------------------------------
+
+    def read_split(self, split: str) -> list[TaggedSentence]:
+        """Tagged sentences of ``split`` (train, val or test)."""
+        raise NotImplementedError
+
+    # -- fitting and encoding ------------------------------------------------------------------
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        if self.vocab is None or self.tags is None:
+            raise RuntimeError("call setup('fit') before asking for the spec")
+        chars = None
+        if self.char_vocab is not None:
+            chars = {"vocab": self.char_vocab.to_dict(), "vocab_size": len(self.char_vocab), "max_word_length": self.max_word_length}
+        return {
+            "input": {
+                "kind": "tokens",
+                "vocab_size": len(self.vocab),
+                "pad_id": self.vocab.pad_id,
+                "vocab": self.vocab.to_dict(),
+                "tokenizer": "whitespace",
+                "lowercase": self.lowercase,
+                "max_length": None,
+            },
+            "labels": self.tags.to_dict(),
+            "label_counts": self.tag_counts,
+            "scheme": self.scheme,
+            "chars": chars,
+        }
+
+    @property
+    def pad_id(self) -> int:
+        return self.vocab.pad_id if self.vocab is not None else 0
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = SPLITS_FOR_STAGE[stage] if stage else ("train", "val", "test")
+        if self.vocab is None:
+            splits = ("train", *splits)
+        read: dict[str, list[TaggedSentence]] = {}
+        for split in dict.fromkeys(splits):
+            if split in self.datasets:
+                continue
+            read[split] = self._read(split)
+            if not read[split]:
+                raise UserError(f"the {split} split is empty ({self._describe(split)})")
+        if self.vocab is None:
+            inventory = [s for split in ("train", "val", "test") for s in self._read(split)] if self.tags_from_all_splits else read["train"]
+            self._fit(read["train"], inventory)
+        for split, sentences in read.items():
+            self.datasets[split] = self.encode(sentences)
+
+    def read_file(self, path: str) -> list[TaggedSentence]:
+        """A user CoNLL file, read with this module's ``token_column`` and ``tag_column``."""
+        return read_conll_file(path, self.token_column, self.tag_column)
+
+    def _read(self, split: str) -> list[TaggedSentence]:
+        if split == "test" and self.test_file is not None:
+            return self.read_file(self.test_file)
+        return self.read_split(split)
+
+    def _describe(self, split: str) -> str:
+        return f"file {self.test_file}" if split == "test" and self.test_file else type(self).__name__
+
+    def _fit(self, train: list[TaggedSentence], inventory: list[TaggedSentence]) -> None:
+        self.vocab = Vocab.build(
+            (self._words(s.tokens) for s in train), min_freq=self.min_freq, max_size=self.max_vocab_size
+        )
+        if self.chars:
+            self.char_vocab = Vocab.build(list(token) for s in train for token in s.tokens)
+        counts = Counter(tag for s in train for tag in s.tags or ())
+        self.tags = LabelSet.build({tag for s in inventory for tag in s.tags or ()})
+        self.tag_counts = [counts[tag] for tag in self.tags.labels]
+        self.scheme = self._resolve_scheme(self.tags.labels)
+
+    def _resolve_scheme(self, tags: list[str]) -> str | None:
+        if self.scheme_option == "none":
+            return None
+        if self.scheme_option is None:
+            return detect_scheme(tags)
+        bad = [tag for tag in tags if split_tag(tag, self.scheme_option) is None]
+        if bad:
+            raise UserError(
+                f"data.scheme={self.scheme_option} does not fit the training tags {', '.join(bad[:5])}; "
+                f"use data.scheme=null to detect it or data.scheme=none for tags without spans"
+            )
+        return self.scheme_option
+
+    def _words(self, tokens: tuple[str, ...] | list[str]) -> list[str]:
+        return [token.lower() for token in tokens] if self.lowercase else list(tokens)
+
+    def encode(self, sentences: list[TaggedSentence], with_tags: bool = True) -> list[Example]:
+        """Tokens -> word ids (unknown -> <unk>) and, with ``chars``, character ids; tags -> tag ids."""
+        assert self.vocab is not None and self.tags is not None
+        encoded = []
+        for index, sentence in enumerate(sentences):
+            item: Example = {"inputs": torch.tensor(self.vocab.encode(self._words(sentence.tokens)), dtype=torch.long), "index": index}
+            if self.char_vocab is not None:
+                item.update(self._encode_chars(sentence.tokens))
+            if with_tags:
+                unseen = [tag for tag in sentence.tags or () if tag not in self.tags]
+                if unseen:
+                    raise UserError(
+                        f"{sentence.source}: tag {unseen[0]!r} never occurs in the training data "
+                        f"(training tags: {', '.join(self.tags.labels)})"
+                    )
+                item["target"] = torch.tensor([self.tags.encode(tag) for tag in sentence.tags or ()], dtype=torch.long)
+            encoded.append(item)
+        return encoded
+
+    def _encode_chars(self, tokens: tuple[str, ...] | list[str]) -> dict[str, torch.Tensor]:
+        """-> ``chars`` (T, W) 0-padded character ids and ``char_lengths`` (T,)."""
+        assert self.char_vocab is not None
+        words = [truncate_word(token, self.max_word_length) for token in tokens]
+        chars = torch.zeros(len(words), max(map(len, words)), dtype=torch.long)
+        for position, word in enumerate(words):
+            chars[position, : len(word)] = torch.tensor(self.char_vocab.encode(word), dtype=torch.long)
+        return {"chars": chars, "char_lengths": torch.tensor([len(word) for word in words], dtype=torch.long)}
+
+    def load_predict_file(self, path: str) -> list[dict[str, Any]]:
+        """Sentences to tag, one per line, tokens separated by spaces -> ``{"tokens": [...]}`` per line."""
+        lines = read_token_lines(path)
+        sentences = [TaggedSentence(tuple(tokens), None, f"{path}:{line}") for line, tokens in lines]
+        self.datasets["predict"] = self.encode(sentences, with_tags=False)
+        return [{"tokens": list(sentence.tokens)} for sentence in sentences]
+
+
+class ConllDataModule(TaggingDataModule):
+    """``data=conll``: the user's CoNLL files (a token and a tag column, blank line between sentences).
+
+    Without ``val_file`` / ``test_file`` those splits are carved out of ``train_file`` by
+    ``val_fraction`` / ``test_fraction`` (whole sentences, seeded by ``split_seed``; identical
+    sentences stay in one split).
+    """
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        **options: Any,
+    ) -> None:
+        super().__init__(test_file=test_file, **options)
+        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= fraction < 1.0:
+                raise UserError(f"data.{name} must be in [0, 1); got {fraction}")
+        self.train_file = train_file
+        self.val_file = val_file
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self._carved: dict[str, list[TaggedSentence]] | None = None
+
+    def read_split(self, split: str) -> list[TaggedSentence]:
+        if split == "val" and self.val_file is not None:
+            return self.read_file(self.val_file)
+        if self._carved is None:
+            sentences = self.read_file(self.train_file)
+            fractions = {}
+            if self.val_file is None:
+                fractions["val"] = self.val_fraction
+            if self.test_file is None:
+                fractions["test"] = self.test_fraction
+            self._carved = stratified_split(
+                sentences, fractions, self.split_seed, label_of=lambda s: "", group_of=lambda s: (s.tokens, s.tags)
+            )
+        return self._carved[split]
+
+    def _describe(self, split: str) -> str:
+        given = {"train": self.train_file, "val": self.val_file, "test": self.test_file}[split]
+        if given is not None:
+            return f"file {given}"
+        fraction = self.val_fraction if split == "val" else self.test_fraction
+        return (
+            f"data.{split}_fraction={fraction} of {self.train_file} selects no sentences; "
+            f"give data.{split}_file or a larger fraction"
+        )
+
+
+class BrownPOSDataModule(TaggingDataModule):
+    """``data=brown_pos``: part-of-speech tagging on the Brown corpus (57,340 sentences).
+
+    Read from ``corpus_dir`` in NLTK's layout (fetch it once with
+    ``python scripts/fetch_data.py brown``); ``tagset`` simplifies the tags (see
+    :func:`rnnlab.data.brown.read_brown`); the split is :func:`rnnlab.data.brown.brown_split`'s
+    fixed document-level split.
+    """
+
+    tags_from_all_splits = True
+
+    def __init__(self, corpus_dir: str = "data/brown", tagset: str = "universal", split_seed: int = 0, **options: Any) -> None:
+        super().__init__(**options)
+        self.corpus_dir = corpus_dir
+        self.tagset = tagset
+        self.split_seed = split_seed
+        self._splits: dict[str, list[TaggedSentence]] | None = None
+
+    def read_split(self, split: str) -> list[TaggedSentence]:
+        if self._splits is None:
+            self._splits = brown_split(read_brown(locate_brown(self.corpus_dir), self.tagset), seed=self.split_seed)
+        return self._splits[split]

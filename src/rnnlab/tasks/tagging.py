@@ -1,0 +1,218 @@
+"""Sequence labelling (N vs N): backbone (+ character word features) -> one tag per token.
+
+Metrics: ``acc`` over tokens (padding excluded) and, when the tags form spans (IOB1, IOB2,
+BIOES), span-level ``precision`` / ``recall`` / ``f1`` (micro, CoNLL's strict matching). At test
+time a per-tag report goes to ``test_report.json`` and ``test_report.txt`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from rnnlab.backbones.char_encoder import CharWordEncoder
+from rnnlab.batch import Batch
+from rnnlab.data.vocab import Vocab
+from rnnlab.errors import UserError
+from rnnlab.heads.tagging import TaggingHead
+from rnnlab.tag_schemes import allowed_transitions
+from rnnlab.tasks.base import STAGES, RecurrentTask
+from rnnlab.tasks.span_metrics import SpanF1
+
+
+def tag_report(confusion: torch.Tensor, labels: list[str]) -> dict[str, dict[str, float]]:
+    """Per-tag token precision / recall / f1 / support from a confusion matrix (C, C) [gold, pred]."""
+    confusion = confusion.double()
+    true_positive = confusion.diag()
+    predicted, gold = confusion.sum(0), confusion.sum(1)
+    report = {}
+    for i, label in enumerate(labels):
+        precision = float(true_positive[i] / predicted[i]) if predicted[i] else 0.0
+        recall = float(true_positive[i] / gold[i]) if gold[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        report[label] = {"precision": precision, "recall": recall, "f1": f1, "support": int(gold[i])}
+    return report
+
+
+def format_report(title: str, report: dict[str, dict[str, float]]) -> str:
+    """A fixed-width text table of a report."""
+    width = max([len(title), *map(len, report)])
+    lines = [f"{title:<{width}}  precision  recall      f1  support"]
+    for name, row in report.items():
+        lines.append(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {int(row['support']):7d}")
+    return "\n".join(lines)
+
+
+class SequenceTagger(RecurrentTask):
+    """One tag per input token over any backbone (bidirectional is the normal case).
+
+    ``decoder``: ``softmax`` (independent per-token decisions) or ``crf`` (a linear-chain CRF;
+    with ``constrained`` and a span scheme, transitions the scheme forbids are ruled out).
+    ``char_encoder``: null, or the options of :class:`CharWordEncoder` (needs ``data.chars``).
+    ``logged_examples``: validation sentences shown with gold and predicted tags in TensorBoard.
+    """
+
+    metric_modes: ClassVar[dict[str, str]] = {"loss": "min", "acc": "max", "f1": "max", "precision": "max", "recall": "max"}
+
+    def __init__(
+        self,
+        data_spec: dict[str, Any],
+        backbone: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        decoder: str = "softmax",
+        constrained: bool = True,
+        head_dropout: float = 0.0,
+        char_encoder: dict[str, Any] | None = None,
+        logged_examples: int = 4,
+    ) -> None:
+        chars = data_spec.get("chars")
+        if char_encoder is not None and chars is None:
+            raise UserError(
+                "model.char_encoder needs character inputs from the data: select it with "
+                "model/char_encoder=lstm (or gru), which also sets data.chars=true"
+            )
+        word_encoder = CharWordEncoder(num_chars=chars["vocab_size"], **char_encoder) if char_encoder else None
+        super().__init__(data_spec, backbone, optimizer, scheduler, feature_size=word_encoder.output_size if word_encoder else 0)
+        self.save_hyperparameters(logger=False)
+        self.char_encoder = word_encoder
+        self.labels: list[str] = data_spec["labels"]["labels"]
+        self.scheme: str | None = data_spec.get("scheme")
+        self.vocab = Vocab.from_dict(data_spec["input"]["vocab"])
+        self.logged_examples = logged_examples
+        num_tags = len(self.labels)
+        if num_tags < 2:
+            raise UserError(f"tagging needs at least 2 tags in the training data; found {self.labels}")
+        constraints = allowed_transitions(self.labels, self.scheme) if constrained and self.scheme else None
+        self.head = TaggingHead(self.backbone.output_size, num_tags, decoder, head_dropout, constraints)
+        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_tags, average="micro") for s in STAGES})
+        self.spans = nn.ModuleDict({f"{s}_spans": SpanF1(self.labels, self.scheme) for s in STAGES}) if self.scheme else None
+        self.test_confusion = MulticlassConfusionMatrix(num_tags)
+        self._examples: list[tuple[list[int], list[int], list[int]]] = []
+
+    @property
+    def default_monitor(self) -> str:  # type: ignore[override]
+        return "val/f1" if self.scheme else "val/acc"
+
+    def metric_mode(self, monitor: str) -> str:
+        if monitor.endswith(("/f1", "/precision", "/recall")) and not self.scheme:
+            raise UserError(f"optimized_metric={monitor}: these tags form no spans (data.scheme is none); use val/acc")
+        return super().metric_mode(monitor)
+
+    # -- model ---------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        lengths: torch.Tensor,
+        mask: torch.Tensor,
+        chars: torch.Tensor | None = None,
+        char_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """inputs (B, T), lengths (B,), mask (B, T), chars (B, T, W), char_lengths (B, T) -> emissions (B, T, C)."""
+        features = None
+        if self.char_encoder is not None:
+            if chars is None or char_lengths is None:
+                raise ValueError("this tagger has a character encoder: batches need extras chars and char_lengths")
+            features = self.char_encoder(chars, char_lengths, mask)  # (B, T, 2H')
+        outputs, _ = self.backbone(inputs, lengths, features=features)
+        return self.head(outputs)
+
+    def emissions(self, batch: Batch) -> torch.Tensor:
+        return self(batch.inputs, batch.lengths, batch.mask, batch.extras.get("chars"), batch.extras.get("char_lengths"))
+
+    def loss_weight(self, batch: Batch) -> int:
+        return int(batch.lengths.sum())
+
+    def compute(self, batch: Batch, stage: str) -> torch.Tensor:
+        emissions = self.emissions(batch)  # (B, T, C)
+        loss = self.head.loss(emissions, batch.targets, batch.mask)
+        predicted = self.head.decode(emissions.detach(), batch.mask)  # (B, T), -100 at padding
+        self.accuracy[f"{stage}_acc"].update(predicted[batch.mask], batch.targets[batch.mask])
+        self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, batch_size=self.loss_weight(batch))
+        if self.spans is not None:
+            self.spans[f"{stage}_spans"].update(predicted, batch.targets)
+        if stage == "test":
+            self.test_confusion.update(predicted[batch.mask], batch.targets[batch.mask])
+        if stage == "val":
+            self._keep_examples(batch, predicted)
+        return loss
+
+    # -- epoch ends: span metrics, examples, the test report -----------------------------------
+
+    def _log_spans(self, stage: str) -> dict[str, float]:
+        if self.spans is None:
+            return {}
+        metric: Metric = self.spans[f"{stage}_spans"]
+        if not metric.update_called:
+            return {}
+        values = {f"{stage}/{name}": value for name, value in metric.compute().items()}
+        self.log_dict(values)
+        metric.reset()
+        return {name: float(value) for name, value in values.items()}
+
+    def on_train_epoch_end(self) -> None:
+        self._log_spans("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_spans("val")
+        self._log_examples()
+
+    def on_test_epoch_end(self) -> None:
+        spans = self.spans["test_spans"].report() if self.spans is not None and self.spans["test_spans"].update_called else None
+        self._log_spans("test")
+        if not self.test_confusion.update_called:
+            return
+        report = {"tags": tag_report(self.test_confusion.compute(), self.labels), "spans": spans, "scheme": self.scheme}
+        self.test_confusion.reset()
+        if self.trainer.is_global_zero:
+            self._write_report(report)
+
+    def _write_report(self, report: dict[str, Any]) -> None:
+        run_dir = Path(self.trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "test_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        text = format_report("tag", report["tags"])
+        if report["spans"] is not None:
+            text += f"\n\n{format_report(f'span ({self.scheme})', report['spans'])}"
+        (run_dir / "test_report.txt").write_text(text + "\n", encoding="utf-8")
+
+    def _keep_examples(self, batch: Batch, predicted: torch.Tensor) -> None:
+        """Keep the validation sentences with dataset index < logged_examples, for TensorBoard."""
+        for row in (batch.extras["index"] < self.logged_examples).nonzero().flatten().tolist():
+            length = int(batch.lengths[row])
+            self._examples.append(
+                (batch.inputs[row, :length].tolist(), batch.targets[row, :length].tolist(), predicted[row, :length].tolist())
+            )
+
+    def _log_examples(self) -> None:
+        examples, self._examples = self._examples, []
+        if self.trainer.sanity_checking or not examples:
+            return
+        blocks = []
+        for words, gold, predicted in examples:
+            rows = ["| token | gold | predicted |", "|---|---|---|"]
+            for word, g, p in zip(self.vocab.decode(words), gold, predicted):
+                mark = "" if g == p else " **✗**"
+                rows.append(f"| {word} | {self.labels[g]} | {self.labels[p]}{mark} |")
+            blocks.append("\n".join(rows))
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("val/examples", "\n\n".join(blocks), self.global_step)
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def predict_step(self, batch: Batch, batch_idx: int = 0) -> list[dict[str, Any]]:
+        """One record per sentence: its dataset ``index`` and ``tags``, one per token."""
+        predicted = self.head.decode(self.emissions(batch), batch.mask).cpu()
+        return [
+            {"index": index, "tags": [self.labels[t] for t in row[:length]]}
+            for index, row, length in zip(batch.extras["index"].tolist(), predicted.tolist(), batch.lengths.tolist())
+        ]
