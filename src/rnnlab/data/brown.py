@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rnnlab.data.conll import TaggedSentence
-from rnnlab.data.readers import _read_utf8, _split_lines
+from rnnlab.data.readers import read_utf8, split_lines
 from rnnlab.errors import UserError, check_choice, data_error
 
 TAGSETS: tuple[str, ...] = ("universal", "two_letter", "base", "full")
@@ -93,7 +93,7 @@ def brown_file_ids(corpus_dir: str | Path) -> list[str]:
     """The corpus's file ids as listed in its ``cats.txt``, sorted (``ca01`` ... ``cr09``)."""
     cats = Path(corpus_dir) / "cats.txt"
     file_ids = []
-    for number, line in _split_lines(_read_utf8(cats)):
+    for number, line in split_lines(read_utf8(cats)):
         if not line.strip():
             continue
         file_id = line.split()[0]
@@ -133,7 +133,7 @@ def read_brown(corpus_dir: str | Path, tagset: str = "universal") -> list[Tagged
     sentences = []
     for file_id in brown_file_ids(root):
         path = root / file_id
-        for number, line in _split_lines(_read_utf8(path)):
+        for number, line in split_lines(read_utf8(path)):
             words, tags = [], []
             for token in line.split():
                 word, slash, tag = token.rpartition("/")

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlab.data.readers import _read_utf8, _split_lines
+from rnnlab.data.readers import read_utf8, split_lines
 from rnnlab.errors import data_error
 
 # Spaces and tabs only: str.split() would also cut tokens at no-break and other Unicode spaces.
@@ -51,7 +51,7 @@ def read_conll_file(
             tokens.clear()
             tags.clear()
 
-    for number, line in _split_lines(_read_utf8(path)):
+    for number, line in split_lines(read_utf8(path)):
         stripped = line.strip(" \t")
         if not stripped or stripped.startswith("-DOCSTART-"):
             close()
@@ -84,7 +84,7 @@ def read_token_lines(path: str | Path) -> list[tuple[int, list[str]]]:
 
     Blank lines are skipped; a file without any sentence is an error.
     """
-    stripped = ((number, line.strip(" \t")) for number, line in _split_lines(_read_utf8(path)))
+    stripped = ((number, line.strip(" \t")) for number, line in split_lines(read_utf8(path)))
     lines = [(number, _COLUMNS.split(line)) for number, line in stripped if line]
     if not lines:
         raise data_error(path, None, "no sentences: expected one sentence per line, tokens separated by spaces")

@@ -44,7 +44,7 @@ def read_text_classification_file(
     """
     if format is not None:
         check_choice("data.format", format, FORMATS)
-    content = _read_utf8(path)
+    content = read_utf8(path)
     if format is None:
         format = _format_from_extension(path)
     if format == "jsonl":
@@ -62,8 +62,8 @@ def read_text_lines(path: str | Path) -> list[tuple[int, str]]:
 
     Blank or whitespace-only lines are errors (each line must be one input), as is a file with no lines.
     """
-    content = _read_utf8(path)
-    lines = _split_lines(content)
+    content = read_utf8(path)
+    lines = split_lines(content)
     if not lines:
         raise data_error(path, None, "empty file: expected one text per line")
     for number, line in lines:
@@ -72,7 +72,7 @@ def read_text_lines(path: str | Path) -> list[tuple[int, str]]:
     return lines
 
 
-def _read_utf8(path: str | Path) -> str:
+def read_utf8(path: str | Path) -> str:
     """The file's text (a UTF-8 BOM is dropped), or a UserError naming the file and the bad line."""
     file = Path(path)
     if not file.exists():
@@ -105,7 +105,7 @@ def _format_from_extension(path: str | Path) -> str:
     )
 
 
-def _split_lines(content: str) -> list[tuple[int, str]]:
+def split_lines(content: str) -> list[tuple[int, str]]:
     """Numbered lines without their "\\n" or "\\r\\n"; splits on "\\n" only, since JSON strings may hold U+2028."""
     if not content:
         return []
@@ -167,7 +167,7 @@ def _read_jsonl(
     require_labels: bool,
 ) -> list[TextExample]:
     examples: list[TextExample] = []
-    for number, line in _split_lines(content):
+    for number, line in split_lines(content):
         if not line.strip():
             continue
         try:

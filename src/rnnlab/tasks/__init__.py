@@ -2,6 +2,7 @@
 
 from rnnlab.tasks.base import RecurrentTask
 from rnnlab.tasks.classification import SequenceClassifier
+from rnnlab.tasks.language_model import LanguageModel
 from rnnlab.tasks.tagging import SequenceTagger
 
-__all__ = ["RecurrentTask", "SequenceClassifier", "SequenceTagger"]
+__all__ = ["LanguageModel", "RecurrentTask", "SequenceClassifier", "SequenceTagger"]
