@@ -135,18 +135,16 @@ FILLER_WORDS = "the a met in from visited and saw then today with lives works".s
 def ner_sentence(rng: random.Random) -> list[tuple[str, str]]:
     """2..9 filler words around a person (first name, optional surname: B-PER I-PER) and/or a
     city (B-LOC, "New York" B-LOC I-LOC): the entity words alone decide the tags."""
-    tokens = [(rng.choice(FILLER_WORDS), "O") for _ in range(rng.randint(2, 9))]
+    units = [[(rng.choice(FILLER_WORDS), "O")] for _ in range(rng.randint(2, 9))]
     if rng.random() < 0.8:
         person = [(rng.choice(FIRST_NAMES), "B-PER")]
         if rng.random() < 0.5:
             person.append((rng.choice(SURNAMES), "I-PER"))
-        position = rng.randint(0, len(tokens))
-        tokens[position:position] = person
+        units.insert(rng.randint(0, len(units)), person)
     if rng.random() < 0.6:
         city = rng.choice(CITIES).split()
-        position = rng.randint(0, len(tokens))
-        tokens[position:position] = [(word, "B-LOC" if i == 0 else "I-LOC") for i, word in enumerate(city)]
-    return tokens
+        units.insert(rng.randint(0, len(units)), [(word, "B-LOC" if i == 0 else "I-LOC") for i, word in enumerate(city)])
+    return [token for unit in units for token in unit]
 
 
 def ner_splits(train: int = 150, val: int = 40, test: int = 60, seed: int = 0) -> dict[str, list[list[tuple[str, str]]]]:

@@ -185,6 +185,7 @@ def test_data_spec_is_json_serialisable() -> None:
 
 def spec_for(label_counts: list[int], vocab_size: int = 10) -> dict[str, Any]:
     return {
+        "task": "classification",
         "input": {"kind": "tokens", "vocab_size": vocab_size, "pad_id": 0},
         "labels": {"labels": [f"c{i}" for i in range(len(label_counts))]},
         "label_counts": label_counts,
@@ -330,7 +331,7 @@ def test_predict_returns_one_record_per_text_with_its_index(tmp_path: Path) -> N
     texts = ["w1 k2 w3", "k0", "w4 w4 w4 w4 w4 k1 w5", "w7 k3"]
     path = tmp_path / "input.txt"
     path.write_text("\n".join(texts) + "\n")
-    assert datamodule.load_predict_file(str(path)) == texts
+    assert datamodule.load_predict_file(str(path)) == [{"text": text} for text in texts]
     trainer = make_trainer(cfg)
     records = [record for batch in trainer.predict(model, datamodule=datamodule) for record in batch]
     assert sorted(record["index"] for record in records) == [0, 1, 2, 3]

@@ -459,6 +459,10 @@ ERROR_CASES: dict[str, tuple[tuple[object, ...], tuple[str, ...]]] = {
         train_args("{data}", "model.pooling=bogus"),
         ("model.pooling", "bogus", "last", "mean", "max", "attention"),
     ),
+    "tagger_on_classification_data": (
+        train_args("{data}", "model=tagger"),
+        ("SequenceTagger needs tagging data", "data=conll or brown_pos", "classification"),
+    ),
     "zero_hidden_size": (train_args("{data}", "model.backbone.hidden_size=0"), ("model.backbone.hidden_size", ">= 1")),
     "eval_missing_checkpoint": (
         ("eval", "ckpt_path={dir}/no_such.ckpt", "hydra.run.dir={dir}/eval_run"),

@@ -115,7 +115,7 @@ def test_spec_restores_tokenizer_and_vocabulary_without_refitting(tmp_path: Path
     other = write_lines(tmp_path / "other.txt", ["Zebras Xylophone"] * 10)
     restored = text_module(other, spec=module.spec)
     assert restored.vocab == module.vocab and restored.tokenizer_name == "char" and restored.start_token == "<eos>"
-    assert "Z" not in restored.vocab and restored.spec == {**module.spec, "unit": "sentence"}
+    assert "Z" not in restored.vocab and restored.spec == module.spec  # unit too comes from the spec
 
 
 # -- data: streams ---------------------------------------------------------------------------------
@@ -196,8 +196,8 @@ def test_brown_lm_keeps_the_corpus_tokens(tmp_path: Path) -> None:
 def test_bidirectional_backbone_and_other_data_are_rejected(tiny_module: TextLMDataModule) -> None:
     with pytest.raises(UserError, match="model.backbone.bidirectional=false"):
         language_model(tiny_module.spec, backbone={"bidirectional": True})
-    classification_spec = {key: value for key, value in tiny_module.spec.items() if key != "start_token"}
-    with pytest.raises(UserError, match="data=text_lm"):
+    classification_spec = {**tiny_module.spec, "task": "classification"}
+    with pytest.raises(UserError, match="LanguageModel needs language modeling data .data=bbc_news_lm, brown_lm or text_lm.; the data given is for classification"):
         language_model(classification_spec)
 
 
@@ -268,6 +268,26 @@ def test_stream_evaluation_carries_the_state_from_batch_to_batch(tmp_path: Path,
             ) / targets.numel()
         assert metrics["val/loss"] == pytest.approx(whole_rows.item(), rel=1e-5)
         assert metrics["val/loss"] != pytest.approx(from_zeros.item(), rel=1e-4)
+
+
+def test_training_carries_the_state_within_an_epoch_and_resets_it_at_the_next(tmp_path: Path, tiny_file: Path) -> None:
+    """Truncated BPTT: each training batch but an epoch's first starts from the previous batch's
+    detached final state; the first batch of every epoch starts from zeros."""
+    module = text_module(tiny_file, unit="stream", batch_size=2, bptt=3)
+    model = language_model(module.spec)
+    starts: list[bool] = []
+    original = model.backbone.forward
+
+    def recording_forward(inputs, lengths, features=None, initial=None):  # type: ignore[no-untyped-def]
+        if model.training:
+            starts.append(initial is None)
+            assert initial is None or not any(part.requires_grad for part in (initial if isinstance(initial, tuple) else (initial,)))
+        return original(inputs, lengths, features, initial)
+
+    model.backbone.forward = recording_forward  # type: ignore[method-assign]
+    quiet_trainer(max_epochs=2).fit(model, datamodule=module)
+    batches = len(module.train_dataloader())
+    assert batches > 1 and starts == ([True] + [False] * (batches - 1)) * 2
 
 
 # -- generation ------------------------------------------------------------------------------------
@@ -401,3 +421,12 @@ def test_train_and_predict_round_trip(tmp_path: Path) -> None:
     for record in records:
         assert record["text"] == " ".join(record["tokens"]) and len(record["tokens"]) <= 5
         assert not {"<pad>", "<unk>", "<bos>", "<eos>"} & set(record["tokens"])
+    evaluated_dir = tmp_path / "eval"
+    held_out = write_lines(tmp_path / "held_out.txt", TINY_TEXT)
+    result = run_cli(
+        "eval", f"ckpt_path={run_dir / 'checkpoints/best.ckpt'}", f"test_file={held_out}", f"hydra.run.dir={evaluated_dir}", cwd=tmp_path
+    )
+    assert result.returncode == 0, describe(result)
+    evaluated = json.loads((evaluated_dir / "metrics.json").read_text())
+    assert evaluated["test/ppl"] == pytest.approx(math.exp(evaluated["test/loss"]), rel=1e-4)
+    assert evaluated["test_file"] == str(held_out)

@@ -8,7 +8,14 @@ import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
 from rnnlab.errors import UserError
-from rnnlab.tag_schemes import SCHEMES, allowed_transitions, check_scheme, detect_scheme, extract_spans
+from rnnlab.tag_schemes import (
+    SCHEMES,
+    allowed_transitions,
+    check_scheme,
+    detect_scheme,
+    extract_spans,
+    first_violation,
+)
 
 
 def tags(text: str) -> list[str]:
@@ -124,3 +131,23 @@ def test_allowed_transitions_bioes() -> None:
     for after in (0, 3, 4, 6):  # O, E-, S- -> O | B- | S-
         assert transitions[after].tolist() == [True, True, False, False, True, True, False]
     assert not transitions[5, 3]  # B-LOC -> E-PER
+
+
+@pytest.mark.parametrize(
+    ("tags", "scheme", "expected"),
+    [
+        (["O", "I-PER", "I-PER"], "IOB2", 1),
+        (["O", "I-PER", "I-PER"], "IOB1", None),
+        (["I-PER"], "IOB2", 0),
+        (["B-PER", "I-PER", "O"], "IOB2", None),
+        (["B-PER", "I-LOC"], "IOB2", 1),
+        (["I-PER", "B-PER"], "IOB1", None),
+        (["O", "B-PER"], "IOB1", 1),
+        (["S-PER", "B-LOC", "E-LOC"], "BIOES", None),
+        (["B-PER", "I-PER"], "BIOES", 1),  # a span must end with E-
+        (["NN", "I-PER"], "IOB2", None),  # tags outside the scheme may be followed by anything
+        ([], "IOB2", None),
+    ],
+)
+def test_first_violation(tags: list[str], scheme: str, expected: int | None) -> None:
+    assert first_violation(tags, scheme) == expected

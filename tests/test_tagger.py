@@ -87,7 +87,7 @@ def test_truncate_word_keeps_prefix_and_suffix() -> None:
 
 def test_unseen_tag_is_a_user_error_naming_the_line(files: dict[str, Path]) -> None:
     write_conll(files["val"], [[("Paris", "B-ORG")]], docstart=False)
-    with pytest.raises(UserError, match=r"val\.conll:1: tag 'B-ORG' never occurs in the training data"):
+    with pytest.raises(UserError, match=r"val\.conll:1: token 1 has tag .B-ORG., which never occurs in the training data"):
         datamodule(files)
 
 
@@ -97,6 +97,31 @@ def test_scheme_option_is_checked_against_the_tags(files: dict[str, Path]) -> No
         datamodule(files, scheme="IOB3")
     write_conll(files["train"], [[("Paris", "NOUN"), ("is", "VERB")]] * 3)
     with pytest.raises(UserError, match="data.scheme=IOB2 does not fit"):
+        datamodule(files, scheme="IOB2")
+
+
+IOB1_SENTENCES = [
+    [("John", "I-PER"), ("met", "O"), ("Mary", "I-PER"), ("Lee", "I-PER")],
+    [("Paris", "I-LOC"), ("Lima", "B-LOC"), ("and", "O"), ("Li", "I-PER")],  # B- between adjacent spans
+] * 3
+
+
+def test_iob1_files_with_b_tags_are_detected_from_the_sentences(files: dict[str, Path]) -> None:
+    """CoNLL-2003's original IOB1: the tag set looks like IOB2, the sentences do not."""
+    for split in ("train", "val", "test"):
+        write_conll(files[split], IOB1_SENTENCES)
+    module = datamodule(files)
+    assert module.scheme == "IOB1"
+    model = tagger(module, decoder="crf")
+    batch = SequenceCollator(module.pad_id)(module.datasets["train"])
+    with torch.no_grad():  # every gold path is allowed: the constrained CRF's loss stays small
+        assert model.head.loss(model.emissions(batch), batch.targets, batch.mask).item() < 10
+
+
+def test_sentences_that_break_the_given_scheme_are_a_user_error(files: dict[str, Path]) -> None:
+    for split in ("train", "val", "test"):
+        write_conll(files[split], IOB1_SENTENCES, docstart=False)
+    with pytest.raises(UserError, match=r"train\.conll:1: token 1 \('John'\) has tag 'I-PER' after the sentence start, which IOB2"):
         datamodule(files, scheme="IOB2")
 
 
@@ -187,6 +212,12 @@ def test_metrics_and_monitor_follow_the_scheme(files: dict[str, Path]) -> None:
     assert plain.default_monitor == "val/acc"
     with pytest.raises(UserError, match="form no spans"):
         plain.metric_mode("val/f1")
+
+
+def test_data_made_for_another_task_is_a_user_error(files: dict[str, Path]) -> None:
+    spec = {**datamodule(files).spec, "task": "classification"}
+    with pytest.raises(UserError, match=r"SequenceTagger needs tagging data \(data=conll or brown_pos\); the data given is for classification"):
+        SequenceTagger(spec, BACKBONE, OPTIMIZER, char_encoder=CHAR_ENCODER)
 
 
 def test_char_encoder_needs_char_inputs(files: dict[str, Path]) -> None:

@@ -91,7 +91,7 @@ def test_tensorboard_has_per_epoch_f1_accuracy_and_example_sentences(trained: Ru
     texts = [tag for tag in events.Tags()["tensors"] if tag.startswith("val/examples")]
     assert texts, events.Tags()
     sample = events.Tensors(texts[0])[-1].tensor_proto.string_val[0].decode()
-    assert "| token | gold | predicted |" in sample
+    assert "| word (vocabulary) | gold | predicted |" in sample
 
 
 def test_eval_on_a_test_file_needs_only_the_checkpoint(trained: Run, workdir: Path, splits: Run) -> None:

@@ -263,7 +263,7 @@ def test_load_predict_file_txt_keeps_order(train_csv: Path, tmp_path: Path) -> N
     texts = ["zeta u1", "alpha beta gamma delta epsilon", "beta", "Gamma gamma", "nothing known here at all"]
     path = tmp_path / "input.txt"
     path.write_text("\n".join(texts) + "\n")
-    assert module.load_predict_file(str(path)) == texts
+    assert module.load_predict_file(str(path)) == [{"text": text} for text in texts]
     assert_predictions_in_order(module, texts)
 
 
@@ -274,7 +274,7 @@ def test_load_predict_file_jsonl_keeps_order_and_ignores_labels(train_csv: Path,
     path = tmp_path / "input.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     texts = [r["text"] for r in records]
-    assert module.load_predict_file(str(path)) == texts
+    assert module.load_predict_file(str(path)) == [{"text": text} for text in texts]
     assert all("target" not in example for example in module.datasets["predict"])
     assert_predictions_in_order(module, texts)
 

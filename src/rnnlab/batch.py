@@ -7,6 +7,10 @@ from typing import Any
 
 import torch
 
+#: The target id at padded steps (cross-entropy's default ignore_index): padding contributes no
+#: loss, and decoded tag paths carry it at padding too.
+IGNORE_INDEX = -100
+
 
 @dataclass
 class Batch:

@@ -65,6 +65,21 @@ def detect_scheme(tags: Iterable[str]) -> str | None:
     return "IOB2" if "B" in prefixes else "IOB1"
 
 
+def first_violation(tags: Sequence[str], scheme: str) -> int | None:
+    """The position of the first tag that the scheme does not allow where it stands (as
+    :func:`allowed_transitions` defines it, start and end included), or None for a valid sequence."""
+    previous: tuple[str, str] | None = (OUTSIDE, "")  # the start behaves like an O; None: a tag outside the scheme
+    for position, tag in enumerate(tags):
+        current = split_tag(tag, scheme)
+        # Tags outside the scheme may stand anywhere and anything may follow them.
+        if current is not None and previous is not None and not _allowed(previous, current, scheme):
+            return position
+        previous = current
+    if scheme == "BIOES" and previous is not None and previous[0] in ("B", "I"):
+        return len(tags) - 1
+    return None
+
+
 def _chunk_ends(prev: str, cur: str, prev_type: str, cur_type: str) -> bool:
     if prev in ("E", "S"):
         return True
@@ -110,6 +125,7 @@ def extract_spans(tags: Sequence[str], scheme: str) -> list[tuple[str, int, int]
 
 
 def _allowed(prev: tuple[str, str], cur: tuple[str, str], scheme: str) -> bool:
+    """May ``cur`` follow ``prev`` (each ``(prefix, type)``; ``("O", "")`` before the first tag)?"""
     (p, p_type), (c, c_type) = prev, cur
     if scheme == "IOB2":
         return c != "I" or (p in ("B", "I") and p_type == c_type)

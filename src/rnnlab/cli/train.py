@@ -94,7 +94,8 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any]) -> None:
     best_val, divergence = BestValidationMetrics(monitor, mode), DivergenceMonitor()
     callbacks = [*build_callbacks(cfg.get("callbacks"), monitor, mode), best_val, divergence]
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # default_root_dir: where tasks write their reports (e.g. the tagger's test_report.json).
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.paths.output_dir)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

@@ -7,11 +7,10 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from rnnlab.batch import Batch
+from rnnlab.batch import IGNORE_INDEX, Batch
 from rnnlab.masking import lengths_to_mask
 
-# Cross-entropy's default ignore_index: padded target steps contribute no loss.
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "SequenceCollator"]
 
 
 class SequenceCollator:

@@ -33,24 +33,17 @@ from rnnlab.data.brown import brown_split, locate_brown, read_brown
 from rnnlab.data.collate import SequenceCollator
 from rnnlab.data.datamodule import Example, SequenceDataModule
 from rnnlab.data.readers import TextExample, read_utf8, split_lines
+from rnnlab.data.sampler import world_size_and_rank
+from rnnlab.data.splits import check_fraction
 from rnnlab.data.text_classification import SPLITS_FOR_STAGE
 from rnnlab.data.tokenizers import build_tokenizer
-from rnnlab.data.vocab import Vocab
+from rnnlab.data.vocab import Vocab, check_vocab_options
 from rnnlab.errors import UserError, check_choice, data_error
 
 UNITS: tuple[str, ...] = ("sentence", "stream")
 
 #: A chunk of one stream row: (first input position, steps, continues the previous chunk)
 Chunk = tuple[int, int, bool]
-
-
-def world_size_and_rank(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:
-    """Explicit values first, then the initialised torch.distributed group, else (1, 0)."""
-    dist = torch.distributed
-    if (num_replicas is None or rank is None) and dist.is_available() and dist.is_initialized():
-        num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
-        rank = dist.get_rank() if rank is None else rank
-    return (1 if num_replicas is None else num_replicas), (0 if rank is None else rank)
 
 
 class TokenStream(Dataset):
@@ -131,7 +124,8 @@ class LanguageModelDataModule(SequenceDataModule):
     rest of the training tokens become ``<unk>``, so that the model learns ``<unk>`` for the unseen
     words of val and test), ``unit`` (sentence | stream, see the module doc), ``bptt`` (stream: steps
     per batch and the truncation length of backpropagation), ``max_length`` (sentence: steps per
-    sequence; a longer sentence is cut, its end and ``<eos>`` dropped).
+    sequence; a longer sentence is cut, its end and ``<eos>`` dropped), ``test_file`` (a plain text
+    file, one sentence or document per line, that replaces the test split).
     Corpora that come tokenized (``pretokenized``, e.g. Brown) keep their words at word level and
     split prompts on whitespace; at char level their words are joined with spaces.
     """
@@ -147,24 +141,25 @@ class LanguageModelDataModule(SequenceDataModule):
         unit: str = "sentence",
         bptt: int = 35,
         max_length: int | None = None,
+        test_file: str | None = None,
         spec: dict[str, Any] | None = None,
         **loader_options: Any,
     ) -> None:
         super().__init__(**loader_options)
+        if spec is not None:
+            unit, max_length = spec["unit"], spec["input"]["max_length"]
         check_choice("data.unit", unit, UNITS)
         if bptt < 1:
             raise UserError(f"data.bptt must be >= 1; got {bptt}")
         if max_length is not None and max_length < 1:
             raise UserError(f"data.max_length must be null or >= 1; got {max_length}")
-        if min_freq < 1:
-            raise UserError(f"data.min_freq must be >= 1; got {min_freq}")
-        if max_vocab_size is not None and max_vocab_size < 1:
-            raise UserError(f"data.max_vocab_size must be null or >= 1; got {max_vocab_size}")
+        check_vocab_options(min_freq, max_vocab_size)
         self.min_freq = min_freq
         self.max_vocab_size = max_vocab_size
         self.unit = unit
         self.bptt = bptt
         self.max_length = max_length
+        self.test_file = test_file
         self.vocab: Vocab | None = None
         self.start_token = "<eos>" if unit == "stream" else "<bos>"
         if spec is not None:
@@ -185,6 +180,21 @@ class LanguageModelDataModule(SequenceDataModule):
         """Where ``split`` comes from, for the error about an empty split."""
         return type(self).__name__
 
+    def read_file(self, path: str) -> list[TextExample]:
+        """A plain UTF-8 text file: its non-blank lines, one sentence or document each."""
+        lines = text_lines(path, read_utf8(path))
+        if not lines:
+            raise data_error(path, None, "no text: expected one sentence or document per line")
+        return lines
+
+    def _read(self, split: str) -> list[TextExample]:
+        if split == "test" and self.test_file is not None:
+            return self.read_file(self.test_file)
+        return self.read_split(split)
+
+    def _describe(self, split: str) -> str:
+        return f"file {self.test_file}" if split == "test" and self.test_file else self.describe(split)
+
     # -- fitting and encoding ------------------------------------------------------------------
 
     @property
@@ -192,6 +202,7 @@ class LanguageModelDataModule(SequenceDataModule):
         if self.vocab is None:
             raise RuntimeError("call setup('fit') before asking for the spec")
         return {
+            "task": "language_modeling",
             "input": {
                 "kind": "tokens",
                 "vocab_size": len(self.vocab),
@@ -216,9 +227,9 @@ class LanguageModelDataModule(SequenceDataModule):
         for split in dict.fromkeys(splits):
             if split in self.datasets:
                 continue
-            texts = [tokens for tokens in map(self.tokenize, self.read_split(split)) if tokens]
+            texts = [tokens for tokens in map(self.tokenize, self._read(split)) if tokens]
             if not texts:
-                raise UserError(f"the {split} split is empty ({self.describe(split)})")
+                raise UserError(f"the {split} split is empty ({self._describe(split)})")
             if self.vocab is None:
                 self.vocab = Vocab.build(texts, min_freq=self.min_freq, max_size=self.max_vocab_size)
             self.datasets[split] = self.encode_stream(texts) if self.unit == "stream" else self.encode_sentences(texts)
@@ -307,19 +318,12 @@ class TextLMDataModule(LanguageModelDataModule):
         test_fraction: float = 0.1,
         **options: Any,
     ) -> None:
-        super().__init__(**options)
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= fraction < 1.0:
-                raise UserError(f"data.{name} must be in [0, 1); got {fraction}")
+        super().__init__(test_file=test_file, **options)
+        check_fraction("val_fraction", val_fraction)
+        check_fraction("test_fraction", test_fraction)
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self._carved: dict[str, list[TextExample]] | None = None
-
-    def read_file(self, path: str) -> list[TextExample]:
-        lines = text_lines(path, read_utf8(path))
-        if not lines:
-            raise data_error(path, None, "no text: expected one sentence or document per line")
-        return lines
 
     def read_split(self, split: str) -> list[TextExample]:
         if split != "train" and self.files[split] is not None:

@@ -108,17 +108,20 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def _world(self) -> tuple[int, int]:
-        """(num_replicas, rank): explicit values first, then the torch.distributed group, else (1, 0)."""
-        replicas, rank = self.num_replicas, self.rank
-        dist = torch.distributed
-        if (replicas is None or rank is None) and dist.is_available() and dist.is_initialized():
-            replicas = dist.get_world_size() if replicas is None else replicas
-            rank = dist.get_rank() if rank is None else rank
-        replicas = 1 if replicas is None else replicas
-        rank = 0 if rank is None else rank
-        if not 0 <= rank < replicas:
-            raise ValueError(f"rank must be in [0, {replicas}); got {rank}")
-        return replicas, rank
+        return world_size_and_rank(self.num_replicas, self.rank)
+
+
+def world_size_and_rank(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:
+    """(num_replicas, rank): explicit values first, then the torch.distributed group, else (1, 0)."""
+    dist = torch.distributed
+    if (num_replicas is None or rank is None) and dist.is_available() and dist.is_initialized():
+        num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
+        rank = dist.get_rank() if rank is None else rank
+    num_replicas = 1 if num_replicas is None else num_replicas
+    rank = 0 if rank is None else rank
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"rank must be in [0, {num_replicas}); got {rank}")
+    return num_replicas, rank
 
 
 def _is_positive_int(value: object) -> bool:

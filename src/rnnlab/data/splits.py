@@ -7,7 +7,15 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
+from rnnlab.errors import UserError
+
 T = TypeVar("T")
+
+
+def check_fraction(name: str, value: float) -> None:
+    """A split fraction (config key ``data.<name>``) must be in [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"data.{name} must be in [0, 1); got {value}")
 
 
 def stratified_split(

@@ -15,11 +15,11 @@ import torch
 from rnnlab.data.brown import brown_split, locate_brown, read_brown
 from rnnlab.data.conll import TaggedSentence, read_conll_file, read_token_lines
 from rnnlab.data.datamodule import Example, SequenceDataModule
-from rnnlab.data.splits import stratified_split
+from rnnlab.data.splits import check_fraction, stratified_split
 from rnnlab.data.text_classification import SPLITS_FOR_STAGE
-from rnnlab.data.vocab import LabelSet, Vocab
+from rnnlab.data.vocab import LabelSet, Vocab, check_vocab_options
 from rnnlab.errors import UserError, check_choice
-from rnnlab.tag_schemes import SCHEMES, detect_scheme, split_tag
+from rnnlab.tag_schemes import SCHEMES, detect_scheme, first_violation, split_tag
 
 #: ``data.scheme``: null detects it from the training tags; "none" means the tags form no spans.
 SCHEME_CHOICES = (None, "none", *SCHEMES)
@@ -64,6 +64,7 @@ class TaggingDataModule(SequenceDataModule):
     ) -> None:
         super().__init__(**loader_options)
         check_choice("data.scheme", scheme, SCHEME_CHOICES)
+        check_vocab_options(min_freq, max_vocab_size)
         if max_word_length < 1:
             raise UserError(f"data.max_word_length must be >= 1; got {max_word_length}")
         self.min_freq = min_freq
@@ -107,6 +108,7 @@ class TaggingDataModule(SequenceDataModule):
         if self.char_vocab is not None:
             chars = {"vocab": self.char_vocab.to_dict(), "vocab_size": len(self.char_vocab), "max_word_length": self.max_word_length}
         return {
+            "task": "tagging",
             "input": {
                 "kind": "tokens",
                 "vocab_size": len(self.vocab),
@@ -138,7 +140,8 @@ class TaggingDataModule(SequenceDataModule):
             if not read[split]:
                 raise UserError(f"the {split} split is empty ({self._describe(split)})")
         if self.vocab is None:
-            inventory = [s for split in ("train", "val", "test") for s in self._read(split)] if self.tags_from_all_splits else read["train"]
+            # The corpus's own splits define its tag inventory; a user's test_file must not add to it.
+            inventory = [s for split in ("train", "val", "test") for s in self.read_split(split)] if self.tags_from_all_splits else read["train"]
             self._fit(read["train"], inventory)
         for split, sentences in read.items():
             self.datasets[split] = self.encode(sentences)
@@ -164,20 +167,37 @@ class TaggingDataModule(SequenceDataModule):
         counts = Counter(tag for s in train for tag in s.tags or ())
         self.tags = LabelSet.build({tag for s in inventory for tag in s.tags or ()})
         self.tag_counts = [counts[tag] for tag in self.tags.labels]
-        self.scheme = self._resolve_scheme(self.tags.labels)
+        self.scheme = self._resolve_scheme(self.tags.labels, train)
 
-    def _resolve_scheme(self, tags: list[str]) -> str | None:
+    def _resolve_scheme(self, tags: list[str], train: list[TaggedSentence]) -> str | None:
+        """``data.scheme``, or the scheme detected from the tag set and the training sentences, checked
+        against every training sentence (a CRF constrained to a wrong scheme could not fit the data)."""
         if self.scheme_option == "none":
             return None
         if self.scheme_option is None:
-            return detect_scheme(tags)
-        bad = [tag for tag in tags if split_tag(tag, self.scheme_option) is None]
-        if bad:
+            scheme = detect_scheme(tags)
+            # A tag set with B- tags is IOB2, or IOB1 (CoNLL-2003's original files) where spans start
+            # with I- and B- only separates adjacent spans of one type: the sentences tell.
+            if scheme == "IOB2" and _first_violation(train, "IOB2") and not _first_violation(train, "IOB1"):
+                scheme = "IOB1"
+        else:
+            scheme = self.scheme_option
+            bad = [tag for tag in tags if split_tag(tag, scheme) is None]
+            if bad:
+                raise UserError(
+                    f"data.scheme={scheme} does not fit the training tags {', '.join(bad[:5])}; "
+                    f"use data.scheme=null to detect it or data.scheme=none for tags without spans"
+                )
+        violation = _first_violation(train, scheme) if scheme else None
+        if violation:
+            sentence, position = violation
+            before = sentence.tags[position - 1] if position else "the sentence start"
             raise UserError(
-                f"data.scheme={self.scheme_option} does not fit the training tags {', '.join(bad[:5])}; "
-                f"use data.scheme=null to detect it or data.scheme=none for tags without spans"
+                f"{sentence.source}: token {position + 1} ({sentence.tokens[position]!r}) has tag "
+                f"{sentence.tags[position]!r} after {before}, which {scheme} does not allow; set data.scheme "
+                f"to your files' scheme (IOB1, IOB2, BIOES) or data.scheme=none to read the tags as plain labels"
             )
-        return self.scheme_option
+        return scheme
 
     def _words(self, tokens: tuple[str, ...] | list[str]) -> list[str]:
         return [token.lower() for token in tokens] if self.lowercase else list(tokens)
@@ -191,11 +211,11 @@ class TaggingDataModule(SequenceDataModule):
             if self.char_vocab is not None:
                 item.update(self._encode_chars(sentence.tokens))
             if with_tags:
-                unseen = [tag for tag in sentence.tags or () if tag not in self.tags]
+                unseen = [position for position, tag in enumerate(sentence.tags or ()) if tag not in self.tags]
                 if unseen:
                     raise UserError(
-                        f"{sentence.source}: tag {unseen[0]!r} never occurs in the training data "
-                        f"(training tags: {', '.join(self.tags.labels)})"
+                        f"{sentence.source}: token {unseen[0] + 1} has tag {sentence.tags[unseen[0]]!r}, which never "
+                        f"occurs in the training data (training tags: {', '.join(self.tags.labels)})"
                     )
                 item["target"] = torch.tensor([self.tags.encode(tag) for tag in sentence.tags or ()], dtype=torch.long)
             encoded.append(item)
@@ -218,6 +238,15 @@ class TaggingDataModule(SequenceDataModule):
         return [{"tokens": list(sentence.tokens)} for sentence in sentences]
 
 
+def _first_violation(sentences: list[TaggedSentence], scheme: str) -> tuple[TaggedSentence, int] | None:
+    """The first sentence whose tags break ``scheme``, with the position of the offending tag."""
+    for sentence in sentences:
+        position = first_violation(sentence.tags or (), scheme)
+        if position is not None:
+            return sentence, position
+    return None
+
+
 class ConllDataModule(TaggingDataModule):
     """``data=conll``: the user's CoNLL files (a token and a tag column, blank line between sentences).
 
@@ -237,9 +266,8 @@ class ConllDataModule(TaggingDataModule):
         **options: Any,
     ) -> None:
         super().__init__(test_file=test_file, **options)
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= fraction < 1.0:
-                raise UserError(f"data.{name} must be in [0, 1); got {fraction}")
+        check_fraction("val_fraction", val_fraction)
+        check_fraction("test_fraction", test_fraction)
         self.train_file = train_file
         self.val_file = val_file
         self.val_fraction = val_fraction

@@ -10,9 +10,9 @@ import torch
 
 from rnnlab.data.datamodule import Example, SequenceDataModule
 from rnnlab.data.readers import TextExample, read_text_classification_file, read_text_lines
-from rnnlab.data.splits import stratified_split
+from rnnlab.data.splits import check_fraction, stratified_split
 from rnnlab.data.tokenizers import build_tokenizer
-from rnnlab.data.vocab import LabelSet, Vocab
+from rnnlab.data.vocab import LabelSet, Vocab, check_vocab_options
 from rnnlab.errors import UserError
 
 SPLITS_FOR_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
@@ -44,6 +44,7 @@ class TextClassificationDataModule(SequenceDataModule):
         super().__init__(**loader_options)
         if max_length is not None and max_length < 1:
             raise UserError(f"data.max_length must be null or >= 1; got {max_length}")
+        check_vocab_options(min_freq, max_vocab_size)
         self.min_freq = min_freq
         self.max_vocab_size = max_vocab_size
         self.test_file = test_file
@@ -74,6 +75,7 @@ class TextClassificationDataModule(SequenceDataModule):
         if self.vocab is None or self.labels is None:
             raise RuntimeError("call setup('fit') before asking for the spec")
         return {
+            "task": "classification",
             "input": {
                 "kind": "tokens",
                 "vocab_size": len(self.vocab),
@@ -182,9 +184,8 @@ class TextFileDataModule(TextClassificationDataModule):
         **options: Any,
     ) -> None:
         super().__init__(test_file=test_file, **options)
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= fraction < 1.0:
-                raise UserError(f"data.{name} must be in [0, 1); got {fraction}")
+        check_fraction("val_fraction", val_fraction)
+        check_fraction("test_fraction", test_fraction)
         self.train_file = train_file
         self.val_file = val_file
         self.val_fraction = val_fraction

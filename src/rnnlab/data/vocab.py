@@ -6,7 +6,17 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rnnlab.errors import UserError
+
 DEFAULT_SPECIALS: tuple[str, ...] = ("<pad>", "<unk>", "<bos>", "<eos>")
+
+
+def check_vocab_options(min_freq: int, max_vocab_size: int | None) -> None:
+    """The data modules' ``data.min_freq`` (>= 1) and ``data.max_vocab_size`` (null or >= 0)."""
+    if min_freq < 1:
+        raise UserError(f"data.min_freq must be >= 1; got {min_freq}")
+    if max_vocab_size is not None and max_vocab_size < 0:
+        raise UserError(f"data.max_vocab_size must be null or >= 0; got {max_vocab_size}")
 
 
 class Vocab:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlab.batch import IGNORE_INDEX
 from rnnlab.errors import check_choice
 
-#: Tag id at padded steps of decoded paths: the value ``rnnlab.data.collate`` pads targets with.
-IGNORE_INDEX = -100
 
 #: Added to the score of a forbidden start, transition or end. Finite rather than -inf: a
 #: logsumexp or max over only -inf terms gives -inf and gradients of inf - inf (NaN), and a gold

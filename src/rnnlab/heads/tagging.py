@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import check_choice
-from rnnlab.heads.crf import IGNORE_INDEX, LinearChainCRF
+from rnnlab.batch import IGNORE_INDEX
+from rnnlab.heads.crf import LinearChainCRF
 
 DECODERS = ("softmax", "crf")
 

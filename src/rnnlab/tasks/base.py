@@ -43,6 +43,9 @@ class RecurrentTask(L.LightningModule):
     default_monitor: ClassVar[str] = "val/loss"
     #: True for tasks whose predict_step generates sequences and takes rnnlab-predict's ``generation`` options.
     generates: ClassVar[bool] = False
+    #: The ``task`` a data module's spec must name, and the data configs that provide it (for the error).
+    data_task: ClassVar[str] = ""
+    data_choices: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -54,6 +57,7 @@ class RecurrentTask(L.LightningModule):
     ) -> None:
         """``feature_size``: extra per-step features the subclass feeds the backbone beside its inputs."""
         super().__init__()
+        self.check_data(data_spec)
         self.data_spec = data_spec
         self.backbone = build_backbone(backbone, data_spec["input"], feature_size)
         self.optimizer_config = optimizer
@@ -62,6 +66,16 @@ class RecurrentTask(L.LightningModule):
         self.padding_ratio = nn.ModuleDict({f"{stage}_padding": MeanMetric() for stage in STAGES})
         # The composed run config, set by rnnlab-train and stored in every checkpoint.
         self.run_config: dict[str, Any] | None = None
+
+    @classmethod
+    def check_data(cls, data_spec: dict[str, Any]) -> None:
+        """UserError unless the data module was made for this task (e.g. a tagger on classification data)."""
+        given = data_spec.get("task")
+        if given != cls.data_task:
+            raise UserError(
+                f"{cls.__name__} needs {cls.data_task.replace('_', ' ')} data ({cls.data_choices}); "
+                f"the data given is for {str(given or 'another task').replace('_', ' ')}"
+            )
 
     def metric_mode(self, monitor: str) -> str:
         """'min' or 'max' for a logged metric such as ``val/acc``; UserError for an unknown name."""

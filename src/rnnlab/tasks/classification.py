@@ -38,6 +38,8 @@ class SequenceClassifier(RecurrentTask):
 
     metric_modes: ClassVar[dict[str, str]] = {"loss": "min", "acc": "max", "f1_macro": "max"}
     default_monitor: ClassVar[str] = "val/acc"
+    data_task: ClassVar[str] = "classification"
+    data_choices: ClassVar[str] = "data=bbc_news, text_csv or keywords"
 
     def __init__(
         self,

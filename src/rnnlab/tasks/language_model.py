@@ -18,8 +18,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from rnnlab.backbones.recurrent import FinalState
-from rnnlab.batch import Batch
-from rnnlab.data.collate import IGNORE_INDEX
+from rnnlab.batch import IGNORE_INDEX, Batch
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
 from rnnlab.tasks.base import STAGES, RecurrentTask
@@ -75,6 +74,8 @@ class LanguageModel(RecurrentTask):
     metric_modes: ClassVar[dict[str, str]] = {"loss": "min", "ppl": "min"}
     default_monitor: ClassVar[str] = "val/ppl"
     generates: ClassVar[bool] = True
+    data_task: ClassVar[str] = "language_modeling"
+    data_choices: ClassVar[str] = "data=bbc_news_lm, brown_lm or text_lm"
 
     def __init__(
         self,
@@ -85,10 +86,7 @@ class LanguageModel(RecurrentTask):
         head_dropout: float = 0.0,
         tie_weights: bool = False,
     ) -> None:
-        if "start_token" not in data_spec:
-            raise UserError(
-                "model=language_model needs a language modeling dataset: data=text_lm, data=bbc_news_lm or data=brown_lm"
-            )
+        self.check_data(data_spec)
         if backbone.get("bidirectional", False):
             raise UserError(
                 "a language model predicts each token from the tokens before it, so its backbone must read "

@@ -66,12 +66,20 @@ class SpanF1(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Micro ``precision``, ``recall`` and ``f1`` over all span types (float tensors)."""
+        return self._micro()
+
+    def _micro(self) -> dict[str, torch.Tensor]:
         precision = _ratio(self.true_positives.sum(), self.predicted.sum())
         recall = _ratio(self.true_positives.sum(), self.gold.sum())
         return {"precision": precision, "recall": recall, "f1": _f1(precision, recall)}
 
     def report(self) -> dict[str, dict[str, float]]:
-        """Per span type and ``micro``: ``{"precision", "recall", "f1", "support"}`` as Python numbers."""
+        """Per span type and ``micro``: ``{"precision", "recall", "f1", "support"}`` as Python numbers,
+        over every process's updates (under DDP the states are summed across ranks first)."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
+            return self._report()
+
+    def _report(self) -> dict[str, dict[str, float]]:
         precision = _ratio(self.true_positives, self.predicted)
         recall = _ratio(self.true_positives, self.gold)
         f1 = _f1(precision, recall)
@@ -84,5 +92,5 @@ class SpanF1(Metric):
             }
             for i, kind in enumerate(self.types)
         }
-        rows["micro"] = {key: value.item() for key, value in self.compute().items()} | {"support": int(self.gold.sum())}
+        rows["micro"] = {key: value.item() for key, value in self._micro().items()} | {"support": int(self.gold.sum())}
         return rows

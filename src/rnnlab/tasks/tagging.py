@@ -60,6 +60,8 @@ class SequenceTagger(RecurrentTask):
     """
 
     metric_modes: ClassVar[dict[str, str]] = {"loss": "min", "acc": "max", "f1": "max", "precision": "max", "recall": "max"}
+    data_task: ClassVar[str] = "tagging"
+    data_choices: ClassVar[str] = "data=conll or brown_pos"
 
     def __init__(
         self,
@@ -74,6 +76,7 @@ class SequenceTagger(RecurrentTask):
         logged_examples: int = 4,
     ) -> None:
         chars = data_spec.get("chars")
+        self.check_data(data_spec)  # before the character encoder's own check, which assumes tagging data
         if char_encoder is not None and chars is None:
             raise UserError(
                 "model.char_encoder needs character inputs from the data: select it with "
@@ -196,9 +199,10 @@ class SequenceTagger(RecurrentTask):
         examples, self._examples = self._examples, []
         if self.trainer.sanity_checking or not examples:
             return
+        # The model sees vocabulary ids, so words outside the vocabulary (or lowercased) show as such.
         blocks = []
         for words, gold, predicted in examples:
-            rows = ["| token | gold | predicted |", "|---|---|---|"]
+            rows = ["| word (vocabulary) | gold | predicted |", "|---|---|---|"]
             for word, g, p in zip(self.vocab.decode(words), gold, predicted):
                 mark = "" if g == p else " **✗**"
                 rows.append(f"| {word} | {self.labels[g]} | {self.labels[p]}{mark} |")
