@@ -325,3 +325,20 @@ def test_fetch_refuses_to_replace_an_incomplete_corpus_without_force(tmp_path: P
     assert code == 1 and "--force" in err
 
 
+
+
+def test_fetch_script_does_not_import_torch(tmp_path: Path) -> None:
+    """Fetching is a light step: rnnlab.data loads its torch-based modules only on first use."""
+    write_corpus(tmp_path / "data" / "brown")
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = [{FETCH!r}, 'brown', '--data-dir', {str(tmp_path / 'data')!r}]\n"
+        "try:\n"
+        f"    runpy.run_path({FETCH!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'hydra') if m in sys.modules))\n"
+    )
+    result = run_command([sys.executable, "-c", code], cwd=REPO)
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

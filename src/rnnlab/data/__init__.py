@@ -1,29 +1,34 @@
-"""Data: readers for user files, built-in datasets, vocabulary, tokenizers, batching. Knows nothing of models."""
+"""Data: readers for user files, built-in datasets, vocabulary, tokenizers, batching. Knows nothing of models.
 
-from rnnlab.data.bbc_news import BBCNewsDataModule, load_bbc_news
-from rnnlab.data.datamodule import SequenceDataModule
-from rnnlab.data.language_model import (
-    BBCNewsLMDataModule,
-    BrownLMDataModule,
-    LanguageModelDataModule,
-    TextLMDataModule,
-)
-from rnnlab.data.synthetic import KeywordsDataModule
-from rnnlab.data.tagging import BrownPOSDataModule, ConllDataModule, TaggingDataModule
-from rnnlab.data.text_classification import TextClassificationDataModule, TextFileDataModule
+The data modules below are imported on first use, so that light tools (e.g. scripts/fetch_data.py,
+which needs only :mod:`rnnlab.data.brown`) do not pay for importing torch and Lightning.
+"""
 
-__all__ = [
-    "BBCNewsDataModule",
-    "BBCNewsLMDataModule",
-    "BrownLMDataModule",
-    "BrownPOSDataModule",
-    "ConllDataModule",
-    "KeywordsDataModule",
-    "LanguageModelDataModule",
-    "SequenceDataModule",
-    "TaggingDataModule",
-    "TextClassificationDataModule",
-    "TextFileDataModule",
-    "TextLMDataModule",
-    "load_bbc_news",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BBCNewsDataModule": "bbc_news",
+    "load_bbc_news": "bbc_news",
+    "BBCNewsLMDataModule": "language_model",
+    "BrownLMDataModule": "language_model",
+    "LanguageModelDataModule": "language_model",
+    "TextLMDataModule": "language_model",
+    "BrownPOSDataModule": "tagging",
+    "ConllDataModule": "tagging",
+    "TaggingDataModule": "tagging",
+    "KeywordsDataModule": "synthetic",
+    "SequenceDataModule": "datamodule",
+    "TextClassificationDataModule": "text_classification",
+    "TextFileDataModule": "text_classification",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
