@@ -3,6 +3,7 @@ padding invariance, decoders and reports."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,12 @@ def test_split_carved_from_train_file_when_val_and_test_missing(files: dict[str,
     module.setup()
     sizes = {split: len(examples) for split, examples in module.datasets.items()}
     assert sizes["val"] > 0 and sizes["test"] > 0 and sum(sizes.values()) == 60
+
+
+def test_data_module_pickles_after_setup(files: dict[str, Path]) -> None:
+    """ddp_spawn and spawn-started DataLoader workers pickle what they are given."""
+    module = pickle.loads(pickle.dumps(datamodule(files, chars=True)))
+    assert module.spec["scheme"] == "IOB2" and len(module.datasets["train"]) == 60
 
 
 def test_predict_file_holds_one_sentence_per_line(files: dict[str, Path], tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from rnnlab.data.collate import SequenceCollator
 from rnnlab.data.datamodule import Example, SequenceDataModule
 from rnnlab.data.readers import TextExample, read_utf8, split_lines
 from rnnlab.data.sampler import world_size_and_rank
-from rnnlab.data.splits import check_fraction
+from rnnlab.data.splits import UserFileSplits, contiguous_split
 from rnnlab.data.text_classification import SPLITS_FOR_STAGE
 from rnnlab.data.tokenizers import build_tokenizer
 from rnnlab.data.vocab import Vocab, check_vocab_options
@@ -319,30 +319,15 @@ class TextLMDataModule(LanguageModelDataModule):
         **options: Any,
     ) -> None:
         super().__init__(test_file=test_file, **options)
-        check_fraction("val_fraction", val_fraction)
-        check_fraction("test_fraction", test_fraction)
-        self.files = {"train": train_file, "val": val_file, "test": test_file}
-        self.fractions = {"val": val_fraction, "test": test_fraction}
-        self._carved: dict[str, list[TextExample]] | None = None
+        self.splits = UserFileSplits(
+            train_file, val_file, test_file, val_fraction, test_fraction, read=self.read_file, carve=contiguous_split, unit="lines"
+        )
 
     def read_split(self, split: str) -> list[TextExample]:
-        if split != "train" and self.files[split] is not None:
-            return self.read_file(self.files[split])
-        if self._carved is None:
-            lines = self.read_file(self.files["train"])
-            sizes = {name: 0 if self.files[name] else round(self.fractions[name] * len(lines)) for name in ("val", "test")}
-            end_train = len(lines) - sizes["val"] - sizes["test"]
-            end_val = end_train + sizes["val"]
-            self._carved = {"train": lines[:end_train], "val": lines[end_train:end_val], "test": lines[end_val:]}
-        return self._carved[split]
+        return self.splits[split]
 
     def describe(self, split: str) -> str:
-        if self.files[split] is not None:
-            return f"file {self.files[split]}"
-        return (
-            f"data.{split}_fraction={self.fractions[split]} of {self.files['train']} selects no lines; "
-            f"give data.{split}_file or a larger fraction"
-        )
+        return self.splits.describe(split)
 
 
 class BBCNewsLMDataModule(LanguageModelDataModule):

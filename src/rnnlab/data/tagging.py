@@ -15,7 +15,7 @@ import torch
 from rnnlab.data.brown import brown_split, locate_brown, read_brown
 from rnnlab.data.conll import TaggedSentence, read_conll_file, read_token_lines
 from rnnlab.data.datamodule import Example, SequenceDataModule
-from rnnlab.data.splits import check_fraction, stratified_split
+from rnnlab.data.splits import UserFileSplits, stratified_split
 from rnnlab.data.text_classification import SPLITS_FOR_STAGE
 from rnnlab.data.vocab import LabelSet, Vocab, check_vocab_options
 from rnnlab.errors import UserError, check_choice
@@ -238,6 +238,14 @@ class TaggingDataModule(SequenceDataModule):
         return [{"tokens": list(sentence.tokens)} for sentence in sentences]
 
 
+def _one_stratum(sentence: TaggedSentence) -> str:
+    return ""
+
+
+def _words_and_tags(sentence: TaggedSentence) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    return sentence.tokens, sentence.tags
+
+
 def _first_violation(sentences: list[TaggedSentence], scheme: str) -> tuple[TaggedSentence, int] | None:
     """The first sentence whose tags break ``scheme``, with the position of the offending tag."""
     for sentence in sentences:
@@ -266,39 +274,27 @@ class ConllDataModule(TaggingDataModule):
         **options: Any,
     ) -> None:
         super().__init__(test_file=test_file, **options)
-        check_fraction("val_fraction", val_fraction)
-        check_fraction("test_fraction", test_fraction)
-        self.train_file = train_file
-        self.val_file = val_file
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
+        self.splits = UserFileSplits(
+            train_file,
+            val_file,
+            test_file,
+            val_fraction,
+            test_fraction,
+            read=self.read_file,
+            carve=self._carve,
+            unit="sentences",
+        )
         self.split_seed = split_seed
-        self._carved: dict[str, list[TaggedSentence]] | None = None
+
+    def _carve(self, sentences: list[TaggedSentence], fractions: dict[str, float]) -> dict[str, list[TaggedSentence]]:
+        """Whole sentences at random (seeded); identical sentences stay in one part."""
+        return stratified_split(sentences, fractions, self.split_seed, label_of=_one_stratum, group_of=_words_and_tags)
 
     def read_split(self, split: str) -> list[TaggedSentence]:
-        if split == "val" and self.val_file is not None:
-            return self.read_file(self.val_file)
-        if self._carved is None:
-            sentences = self.read_file(self.train_file)
-            fractions = {}
-            if self.val_file is None:
-                fractions["val"] = self.val_fraction
-            if self.test_file is None:
-                fractions["test"] = self.test_fraction
-            self._carved = stratified_split(
-                sentences, fractions, self.split_seed, label_of=lambda s: "", group_of=lambda s: (s.tokens, s.tags)
-            )
-        return self._carved[split]
+        return self.splits[split]
 
     def _describe(self, split: str) -> str:
-        given = {"train": self.train_file, "val": self.val_file, "test": self.test_file}[split]
-        if given is not None:
-            return f"file {given}"
-        fraction = self.val_fraction if split == "val" else self.test_fraction
-        return (
-            f"data.{split}_fraction={fraction} of {self.train_file} selects no sentences; "
-            f"give data.{split}_file or a larger fraction"
-        )
+        return self.splits.describe(split)
 
 
 class BrownPOSDataModule(TaggingDataModule):

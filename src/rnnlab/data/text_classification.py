@@ -10,7 +10,7 @@ import torch
 
 from rnnlab.data.datamodule import Example, SequenceDataModule
 from rnnlab.data.readers import TextExample, read_text_classification_file, read_text_lines
-from rnnlab.data.splits import check_fraction, stratified_split
+from rnnlab.data.splits import UserFileSplits, stratified_split
 from rnnlab.data.tokenizers import build_tokenizer
 from rnnlab.data.vocab import LabelSet, Vocab, check_vocab_options
 from rnnlab.errors import UserError
@@ -184,36 +184,31 @@ class TextFileDataModule(TextClassificationDataModule):
         **options: Any,
     ) -> None:
         super().__init__(test_file=test_file, **options)
-        check_fraction("val_fraction", val_fraction)
-        check_fraction("test_fraction", test_fraction)
-        self.train_file = train_file
-        self.val_file = val_file
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
+        self.splits = UserFileSplits(
+            train_file,
+            val_file,
+            test_file,
+            val_fraction,
+            test_fraction,
+            read=self.read_file,
+            carve=self._carve,
+            unit="rows",
+        )
         self.split_seed = split_seed
-        self._carved: dict[str, list[TextExample]] | None = None
+
+    def _carve(self, rows: list[TextExample], fractions: dict[str, float]) -> dict[str, list[TextExample]]:
+        return stratified_split(rows, fractions, self.split_seed, label_of=_label, group_of=_text)
 
     def read_split(self, split: str) -> list[TextExample]:
-        if split == "val" and self.val_file is not None:
-            return self.read_file(self.val_file)
-        if self._carved is None:
-            rows = self.read_file(self.train_file)
-            fractions = {}
-            if self.val_file is None:
-                fractions["val"] = self.val_fraction
-            if self.test_file is None:
-                fractions["test"] = self.test_fraction
-            self._carved = stratified_split(
-                rows, fractions, self.split_seed, label_of=lambda row: row.label, group_of=lambda row: row.text
-            )
-        return self._carved[split]
+        return self.splits[split]
 
     def _describe(self, split: str) -> str:
-        given = {"train": self.train_file, "val": self.val_file, "test": self.test_file}[split]
-        if given is not None:
-            return f"file {given}"
-        fraction = self.val_fraction if split == "val" else self.test_fraction
-        return (
-            f"data.{split}_fraction={fraction} of {self.train_file} selects no rows; "
-            f"give data.{split}_file or a larger fraction"
-        )
+        return self.splits.describe(split)
+
+
+def _label(row: TextExample) -> str | None:
+    return row.label
+
+
+def _text(row: TextExample) -> str:
+    return row.text
