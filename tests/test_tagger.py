@@ -18,6 +18,7 @@ from rnnlab.data.conll import TaggedSentence
 from rnnlab.data.tagging import truncate_word
 from rnnlab.errors import UserError
 from rnnlab.tasks import SequenceTagger
+from rnnlab.tag_schemes import extract_spans
 from rnnlab.tasks.tagging import tag_report
 
 BACKBONE = {
@@ -195,6 +196,28 @@ def test_predictions_do_not_depend_on_padding(files: dict[str, Path], decoder: s
             torch.testing.assert_close(emissions[row, :length], model.emissions(alone)[0], atol=1e-5, rtol=0)
             assert records[row]["tags"] == model.predict_step(alone)[0]["tags"]
             assert len(records[row]["tags"]) == length
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "crf"])
+def test_metrics_count_valid_tokens_only(files: dict[str, Path], decoder: str) -> None:
+    """Token accuracy and span F1 of a padded batch equal those computed by hand from each
+    sentence's own predictions (padding neither counts as right nor as wrong)."""
+    module = datamodule(files)
+    model = tagger(module, decoder=decoder)
+    examples = module.datasets["val"][:8]
+    batch = SequenceCollator(module.pad_id)(examples)
+    assert not batch.mask.all()
+    with torch.no_grad():
+        model.compute(batch, "val")
+        records = model.predict_step(batch)
+    gold = [[model.labels[t] for t in example["target"].tolist()] for example in examples]
+    predicted = [record["tags"] for record in records]
+    pairs = [(g, p) for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps, strict=True)]
+    assert model.accuracy["val_acc"].compute().item() == pytest.approx(sum(g == p for g, p in pairs) / len(pairs))
+    gold_spans = {(i, span) for i, tags in enumerate(gold) for span in extract_spans(tags, "IOB2")}
+    predicted_spans = {(i, span) for i, tags in enumerate(predicted) for span in extract_spans(tags, "IOB2")}
+    expected_f1 = 2 * len(gold_spans & predicted_spans) / (len(gold_spans) + len(predicted_spans))
+    assert model.spans["val_spans"].compute()["f1"].item() == pytest.approx(expected_f1)
 
 
 def test_crf_constraints_follow_the_detected_scheme(files: dict[str, Path]) -> None:
