@@ -9,7 +9,11 @@ from torch.utils.data import DataLoader
 
 from rnnlab.data.collate import SequenceCollator
 from rnnlab.data.sampler import BucketBatchSampler
+from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
+
+#: The splits each Lightning stage reads.
+SPLITS_FOR_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
 
 #: An encoded example: {"inputs": (T,) ids or (T, F) floats, "target": ..., "index": int}
 Example = dict[str, Any]
@@ -21,7 +25,9 @@ class SequenceDataModule(L.LightningDataModule):
     Training batches come from :class:`BucketBatchSampler` (``bucketing=True``, the default):
     similar lengths share a batch, so little compute goes to padding. Evaluation batches are
     sorted by length; predictions carry each example's ``index`` so callers restore input order.
-    Subclasses fill ``self.datasets`` in ``setup`` and describe the model's input in ``spec``.
+    Subclasses fill ``self.datasets`` in ``setup`` (reading each split with :meth:`read_split`,
+    or ``test_file`` with :meth:`read_file`), fit ``self.vocab`` on the training split, and
+    describe the model's input in ``spec``.
     """
 
     def __init__(
@@ -33,6 +39,7 @@ class SequenceDataModule(L.LightningDataModule):
         bucket_pool_size: int = 50,
         seed: int = 0,
         pin_memory: bool = False,
+        test_file: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -46,6 +53,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.bucket_pool_size = bucket_pool_size
         self.seed = seed
         self.pin_memory = pin_memory
+        self.test_file = test_file
+        self.vocab: Vocab | None = None
         self.datasets: dict[str, list[Example]] = {}
 
     @property
@@ -55,7 +64,37 @@ class SequenceDataModule(L.LightningDataModule):
 
     @property
     def pad_id(self) -> int:
-        return 0
+        return self.vocab.pad_id if self.vocab is not None else 0
+
+    # -- reading splits ------------------------------------------------------------------------
+
+    def read_split(self, split: str) -> list[Any]:
+        """The raw examples of ``split`` (train, val or test) from the dataset itself."""
+        raise NotImplementedError
+
+    def read_file(self, path: str) -> list[Any]:
+        """A user file in this dataset's format (for ``test_file``)."""
+        raise NotImplementedError
+
+    def describe(self, split: str) -> str:
+        """Where ``split`` comes from, for the message about an empty split."""
+        return type(self).__name__
+
+    def _read(self, split: str) -> list[Any]:
+        if split == "test" and self.test_file is not None:
+            return self.read_file(self.test_file)
+        return self.read_split(split)
+
+    def _describe(self, split: str) -> str:
+        return f"file {self.test_file}" if split == "test" and self.test_file else self.describe(split)
+
+    def pending_splits(self, stage: str | None) -> list[str]:
+        """The splits ``stage`` needs (all for None) that are not encoded yet; train first while
+        nothing is fitted, since the vocabulary comes from it."""
+        splits = SPLITS_FOR_STAGE[stage] if stage else ("train", "val", "test")
+        if self.vocab is None:
+            splits = ("train", *splits)
+        return [split for split in dict.fromkeys(splits) if split not in self.datasets]
 
     def collator(self) -> SequenceCollator:
         return SequenceCollator(pad_id=self.pad_id)

@@ -35,7 +35,6 @@ from rnnlab.data.datamodule import Example, SequenceDataModule
 from rnnlab.data.readers import TextExample, read_utf8, split_lines
 from rnnlab.data.sampler import world_size_and_rank
 from rnnlab.data.splits import UserFileSplits, contiguous_split
-from rnnlab.data.text_classification import SPLITS_FOR_STAGE
 from rnnlab.data.tokenizers import build_tokenizer
 from rnnlab.data.vocab import Vocab, check_vocab_options
 from rnnlab.errors import UserError, check_choice, data_error
@@ -145,7 +144,7 @@ class LanguageModelDataModule(SequenceDataModule):
         spec: dict[str, Any] | None = None,
         **loader_options: Any,
     ) -> None:
-        super().__init__(**loader_options)
+        super().__init__(test_file=test_file, **loader_options)
         if spec is not None:
             unit, max_length = spec["unit"], spec["input"]["max_length"]
         check_choice("data.unit", unit, UNITS)
@@ -159,8 +158,6 @@ class LanguageModelDataModule(SequenceDataModule):
         self.unit = unit
         self.bptt = bptt
         self.max_length = max_length
-        self.test_file = test_file
-        self.vocab: Vocab | None = None
         self.start_token = "<eos>" if unit == "stream" else "<bos>"
         if spec is not None:
             tokenizer, lowercase = spec["input"]["tokenizer"], spec["input"]["lowercase"]
@@ -176,24 +173,12 @@ class LanguageModelDataModule(SequenceDataModule):
         """The texts of ``split`` (train, val or test), one sentence, paragraph or document each (labels None)."""
         raise NotImplementedError
 
-    def describe(self, split: str) -> str:
-        """Where ``split`` comes from, for the error about an empty split."""
-        return type(self).__name__
-
     def read_file(self, path: str) -> list[TextExample]:
         """A plain UTF-8 text file: its non-blank lines, one sentence or document each."""
         lines = text_lines(path, read_utf8(path))
         if not lines:
             raise data_error(path, None, "no text: expected one sentence or document per line")
         return lines
-
-    def _read(self, split: str) -> list[TextExample]:
-        if split == "test" and self.test_file is not None:
-            return self.read_file(self.test_file)
-        return self.read_split(split)
-
-    def _describe(self, split: str) -> str:
-        return f"file {self.test_file}" if split == "test" and self.test_file else self.describe(split)
 
     # -- fitting and encoding ------------------------------------------------------------------
 
@@ -216,17 +201,8 @@ class LanguageModelDataModule(SequenceDataModule):
             "start_token": self.start_token,
         }
 
-    @property
-    def pad_id(self) -> int:
-        return self.vocab.pad_id if self.vocab is not None else 0
-
     def setup(self, stage: str | None = None) -> None:
-        splits = SPLITS_FOR_STAGE[stage] if stage else ("train", "val", "test")
-        if self.vocab is None:
-            splits = ("train", *splits)
-        for split in dict.fromkeys(splits):
-            if split in self.datasets:
-                continue
+        for split in self.pending_splits(stage):
             texts = [tokens for tokens in map(self.tokenize, self._read(split)) if tokens]
             if not texts:
                 raise UserError(f"the {split} split is empty ({self._describe(split)})")

@@ -16,7 +16,6 @@ from rnnlab.data.brown import brown_split, locate_brown, read_brown
 from rnnlab.data.conll import TaggedSentence, read_conll_file, read_token_lines
 from rnnlab.data.datamodule import Example, SequenceDataModule
 from rnnlab.data.splits import UserFileSplits, stratified_split
-from rnnlab.data.text_classification import SPLITS_FOR_STAGE
 from rnnlab.data.vocab import LabelSet, Vocab, check_vocab_options
 from rnnlab.errors import UserError, check_choice
 from rnnlab.tag_schemes import SCHEMES, detect_scheme, first_violation, split_tag
@@ -62,21 +61,19 @@ class TaggingDataModule(SequenceDataModule):
         spec: dict[str, Any] | None = None,
         **loader_options: Any,
     ) -> None:
-        super().__init__(**loader_options)
+        super().__init__(test_file=test_file, **loader_options)
         check_choice("data.scheme", scheme, SCHEME_CHOICES)
         check_vocab_options(min_freq, max_vocab_size)
         if max_word_length < 1:
             raise UserError(f"data.max_word_length must be >= 1; got {max_word_length}")
         self.min_freq = min_freq
         self.max_vocab_size = max_vocab_size
-        self.test_file = test_file
         self.token_column = token_column
         self.tag_column = tag_column
         self.scheme_option = scheme
         self.lowercase = lowercase
         self.chars = chars
         self.max_word_length = max_word_length
-        self.vocab: Vocab | None = None
         self.char_vocab: Vocab | None = None
         self.tags: LabelSet | None = None
         self.tag_counts: list[int] = []
@@ -124,18 +121,9 @@ class TaggingDataModule(SequenceDataModule):
             "chars": chars,
         }
 
-    @property
-    def pad_id(self) -> int:
-        return self.vocab.pad_id if self.vocab is not None else 0
-
     def setup(self, stage: str | None = None) -> None:
-        splits = SPLITS_FOR_STAGE[stage] if stage else ("train", "val", "test")
-        if self.vocab is None:
-            splits = ("train", *splits)
         read: dict[str, list[TaggedSentence]] = {}
-        for split in dict.fromkeys(splits):
-            if split in self.datasets:
-                continue
+        for split in self.pending_splits(stage):
             read[split] = self._read(split)
             if not read[split]:
                 raise UserError(f"the {split} split is empty ({self._describe(split)})")
@@ -149,14 +137,6 @@ class TaggingDataModule(SequenceDataModule):
     def read_file(self, path: str) -> list[TaggedSentence]:
         """A user CoNLL file, read with this module's ``token_column`` and ``tag_column``."""
         return read_conll_file(path, self.token_column, self.tag_column)
-
-    def _read(self, split: str) -> list[TaggedSentence]:
-        if split == "test" and self.test_file is not None:
-            return self.read_file(self.test_file)
-        return self.read_split(split)
-
-    def _describe(self, split: str) -> str:
-        return f"file {self.test_file}" if split == "test" and self.test_file else type(self).__name__
 
     def _fit(self, train: list[TaggedSentence], inventory: list[TaggedSentence]) -> None:
         self.vocab = Vocab.build(
@@ -293,7 +273,7 @@ class ConllDataModule(TaggingDataModule):
     def read_split(self, split: str) -> list[TaggedSentence]:
         return self.splits[split]
 
-    def _describe(self, split: str) -> str:
+    def describe(self, split: str) -> str:
         return self.splits.describe(split)
 
 

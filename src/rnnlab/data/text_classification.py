@@ -15,7 +15,6 @@ from rnnlab.data.tokenizers import build_tokenizer
 from rnnlab.data.vocab import LabelSet, Vocab, check_vocab_options
 from rnnlab.errors import UserError
 
-SPLITS_FOR_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
 
 
 class TextClassificationDataModule(SequenceDataModule):
@@ -41,13 +40,12 @@ class TextClassificationDataModule(SequenceDataModule):
         spec: dict[str, Any] | None = None,
         **loader_options: Any,
     ) -> None:
-        super().__init__(**loader_options)
+        super().__init__(test_file=test_file, **loader_options)
         if max_length is not None and max_length < 1:
             raise UserError(f"data.max_length must be null or >= 1; got {max_length}")
         check_vocab_options(min_freq, max_vocab_size)
         self.min_freq = min_freq
         self.max_vocab_size = max_vocab_size
-        self.test_file = test_file
         self.format = format
         self.text_field = text_field
         self.label_field = label_field
@@ -89,17 +87,8 @@ class TextClassificationDataModule(SequenceDataModule):
             "label_counts": self.label_counts,
         }
 
-    @property
-    def pad_id(self) -> int:
-        return self.vocab.pad_id if self.vocab is not None else 0
-
     def setup(self, stage: str | None = None) -> None:
-        splits = SPLITS_FOR_STAGE[stage] if stage else ("train", "val", "test")
-        if self.vocab is None:
-            splits = ("train", *splits)
-        for split in dict.fromkeys(splits):
-            if split in self.datasets:
-                continue
+        for split in self.pending_splits(stage):
             examples = self._read(split)
             if not examples:
                 raise UserError(f"the {split} split is empty ({self._describe(split)})")
@@ -110,14 +99,6 @@ class TextClassificationDataModule(SequenceDataModule):
     def read_file(self, path: str) -> list[TextExample]:
         """A labelled user file, read with this module's ``format``, ``text_field`` and ``label_field``."""
         return read_text_classification_file(path, self.format, self.text_field, self.label_field)
-
-    def _read(self, split: str) -> list[TextExample]:
-        if split == "test" and self.test_file is not None:
-            return self.read_file(self.test_file)
-        return self.read_split(split)
-
-    def _describe(self, split: str) -> str:
-        return f"file {self.test_file}" if split == "test" and self.test_file else type(self).__name__
 
     def _fit(self, train: list[TextExample]) -> None:
         self.vocab = Vocab.build(
@@ -202,7 +183,7 @@ class TextFileDataModule(TextClassificationDataModule):
     def read_split(self, split: str) -> list[TextExample]:
         return self.splits[split]
 
-    def _describe(self, split: str) -> str:
+    def describe(self, split: str) -> str:
         return self.splits.describe(split)
 
 
