@@ -62,6 +62,20 @@ class SequenceDataModule(L.LightningDataModule):
         """Plain, JSON-able description of inputs and targets that sizes (and travels with) the model."""
         raise NotImplementedError
 
+    def token_input_spec(self, tokenizer: str, lowercase: bool, max_length: int | None) -> dict[str, Any]:
+        """The ``spec["input"]`` of token-id inputs: the fitted vocabulary and how texts become tokens."""
+        if self.vocab is None:
+            raise RuntimeError("call setup('fit') before asking for the spec")
+        return {
+            "kind": "tokens",
+            "vocab_size": len(self.vocab),
+            "pad_id": self.vocab.pad_id,
+            "vocab": self.vocab.to_dict(),
+            "tokenizer": tokenizer,
+            "lowercase": lowercase,
+            "max_length": max_length,
+        }
+
     @property
     def pad_id(self) -> int:
         return self.vocab.pad_id if self.vocab is not None else 0

@@ -188,15 +188,7 @@ class LanguageModelDataModule(SequenceDataModule):
             raise RuntimeError("call setup('fit') before asking for the spec")
         return {
             "task": "language_modeling",
-            "input": {
-                "kind": "tokens",
-                "vocab_size": len(self.vocab),
-                "pad_id": self.vocab.pad_id,
-                "vocab": self.vocab.to_dict(),
-                "tokenizer": self.tokenizer_name,
-                "lowercase": self.lowercase,
-                "max_length": self.max_length,
-            },
+            "input": self.token_input_spec(self.tokenizer_name, self.lowercase, self.max_length),
             "unit": self.unit,
             "start_token": self.start_token,
         }

@@ -106,15 +106,7 @@ class TaggingDataModule(SequenceDataModule):
             chars = {"vocab": self.char_vocab.to_dict(), "vocab_size": len(self.char_vocab), "max_word_length": self.max_word_length}
         return {
             "task": "tagging",
-            "input": {
-                "kind": "tokens",
-                "vocab_size": len(self.vocab),
-                "pad_id": self.vocab.pad_id,
-                "vocab": self.vocab.to_dict(),
-                "tokenizer": "whitespace",
-                "lowercase": self.lowercase,
-                "max_length": None,
-            },
+            "input": self.token_input_spec("whitespace", self.lowercase, None),
             "labels": self.tags.to_dict(),
             "label_counts": self.tag_counts,
             "scheme": self.scheme,

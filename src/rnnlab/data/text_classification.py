@@ -74,15 +74,7 @@ class TextClassificationDataModule(SequenceDataModule):
             raise RuntimeError("call setup('fit') before asking for the spec")
         return {
             "task": "classification",
-            "input": {
-                "kind": "tokens",
-                "vocab_size": len(self.vocab),
-                "pad_id": self.vocab.pad_id,
-                "vocab": self.vocab.to_dict(),
-                "tokenizer": self.tokenizer_name,
-                "lowercase": self.lowercase,
-                "max_length": self.max_length,
-            },
+            "input": self.token_input_spec(self.tokenizer_name, self.lowercase, self.max_length),
             "labels": self.labels.to_dict(),
             "label_counts": self.label_counts,
         }
