@@ -5,5 +5,6 @@ from __future__ import annotations
 from rnnlab.backbones.char_encoder import CharWordEncoder
 from rnnlab.backbones.recurrent import RecurrentBackbone
 from rnnlab.backbones.reference import ReferenceGRU, ReferenceLSTM, ReferenceRNN
+from rnnlab.backbones.vector import VectorEncoder
 
-__all__ = ["CharWordEncoder", "RecurrentBackbone", "ReferenceGRU", "ReferenceLSTM", "ReferenceRNN"]
+__all__ = ["CharWordEncoder", "RecurrentBackbone", "ReferenceGRU", "ReferenceLSTM", "ReferenceRNN", "VectorEncoder"]

@@ -97,6 +97,8 @@ class RecurrentBackbone(nn.Module):
         self.num_layers = num_layers
         self.num_directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.num_directions
+        # The final state's numbers per example (every layer and direction; h and c for the LSTM).
+        self.state_size = num_layers * self.num_directions * hidden_size * (2 if cell == "lstm" else 1)
 
         if feature_size < 0:
             raise UserError(f"{_key('feature_size')} must be >= 0; got {feature_size}")

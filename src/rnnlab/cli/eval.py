@@ -1,4 +1,4 @@
-"""rnnlab-eval ckpt_path=PATH [split=test|val] [test_file=PATH]: evaluate a checkpoint.
+"""rnnlab-eval ckpt_path=PATH [split=test|val] [test_file=PATH] [search.beam_size=K]: evaluate a checkpoint.
 
 The checkpoint alone rebuilds the model, vocabulary and label set; metrics go to stdout and to
 ``metrics.json`` in a fresh directory under outputs/evals/ (the training run is left untouched).
@@ -15,12 +15,17 @@ from omegaconf import DictConfig
 
 from rnnlab.cli.common import CONFIG_DIR, datamodule_for, load_checkpoint_task, report_user_errors
 from rnnlab.cli.run_files import write_json
-from rnnlab.errors import check_choice
+from rnnlab.errors import UserError, check_choice
 
 
 def evaluate(cfg: DictConfig) -> dict[str, object]:
     check_choice("split", cfg.split, ("test", "val"))
     task, run_config = load_checkpoint_task(cfg.ckpt_path)
+    search = {key: value for key, value in cfg.search.items() if value is not None}
+    if search:
+        if not hasattr(task, "configure_search"):
+            raise UserError("search.* options apply to seq2seq models only")
+        task.configure_search(**search)
     split = "test" if cfg.test_file else cfg.split
     datamodule = datamodule_for(
         task,

@@ -1,8 +1,10 @@
 """rnnlab-predict ckpt_path=PATH input_file=PATH [output_file=PATH]: one JSON object per input.
 
 Each record is the input as the data module read it (e.g. ``{"text": ...}``) joined with the task's
-prediction, in input order. Classification: ``label`` and ``probs``. Tasks that generate text take
-the ``generation`` options (temperature, top_k, max_length, seed).
+prediction, in input order. Classification: ``label`` and ``probs``. Language models take the
+``generation`` options (temperature, top_k, max_length, seed); seq2seq models the ``search`` options
+(beam_size, nbest, length_penalty, max_length_ratio, max_length_offset) and give the n-best
+hypotheses with their scores.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     task, run_config = load_checkpoint_task(cfg.ckpt_path)
     datamodule = datamodule_for(task, run_config, batch_size=cfg.batch_size, eval_batch_size=cfg.batch_size, num_workers=0)
     inputs = datamodule.load_predict_file(cfg.input_file)
-    options = OmegaConf.to_container(cfg.generation) if task.generates else {}
+    options = OmegaConf.to_container(cfg[task.prediction_options]) if task.prediction_options else {}
     task.to(device)
     records: list[dict[str, Any]] = []
     with torch.inference_mode():

@@ -41,8 +41,8 @@ class RecurrentTask(L.LightningModule):
     #: metric name -> "min" | "max"; every name is logged as ``{stage}/{name}``.
     metric_modes: ClassVar[dict[str, str]] = {"loss": "min"}
     default_monitor: ClassVar[str] = "val/loss"
-    #: True for tasks whose predict_step generates sequences and takes rnnlab-predict's ``generation`` options.
-    generates: ClassVar[bool] = False
+    #: The block of rnnlab-predict's config whose options predict_step takes (e.g. ``generation``), or None.
+    prediction_options: ClassVar[str | None] = None
     #: The ``task`` a data module's spec must name, and the data configs that provide it (for the error).
     data_task: ClassVar[str] = ""
     data_choices: ClassVar[str] = ""

@@ -73,7 +73,7 @@ class LanguageModel(RecurrentTask):
 
     metric_modes: ClassVar[dict[str, str]] = {"loss": "min", "ppl": "min"}
     default_monitor: ClassVar[str] = "val/ppl"
-    generates: ClassVar[bool] = True
+    prediction_options: ClassVar[str | None] = "generation"
     data_task: ClassVar[str] = "language_modeling"
     data_choices: ClassVar[str] = "data=bbc_news_lm, brown_lm or text_lm"
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -24,6 +23,7 @@ from rnnlab.errors import UserError
 from rnnlab.heads.tagging import TaggingHead
 from rnnlab.tag_schemes import allowed_transitions
 from rnnlab.tasks.base import STAGES, RecurrentTask
+from rnnlab.tasks.media import log_text, markdown_table
 from rnnlab.tasks.span_metrics import SpanF1
 
 
@@ -202,14 +202,12 @@ class SequenceTagger(RecurrentTask):
         # The model sees vocabulary ids, so words outside the vocabulary (or lowercased) show as such.
         blocks = []
         for words, gold, predicted in examples:
-            rows = ["| word (vocabulary) | gold | predicted |", "|---|---|---|"]
-            for word, g, p in zip(self.vocab.decode(words), gold, predicted):
-                mark = "" if g == p else " **✗**"
-                rows.append(f"| {word} | {self.labels[g]} | {self.labels[p]}{mark} |")
-            blocks.append("\n".join(rows))
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("val/examples", "\n\n".join(blocks), self.global_step)
+            rows = [
+                (word, self.labels[g], self.labels[p] + ("" if g == p else " **✗**"))
+                for word, g, p in zip(self.vocab.decode(words), gold, predicted)
+            ]
+            blocks.append(markdown_table(("word (vocabulary)", "gold", "predicted"), rows))
+        log_text(self.loggers, "val/examples", "\n\n".join(blocks), self.global_step)
 
     # -- prediction ----------------------------------------------------------------------------
 

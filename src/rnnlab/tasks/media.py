@@ -1,0 +1,92 @@
+"""Text tables and figures from tasks to TensorBoard: the one place that finds the writers.
+
+Tasks pass their ``self.loggers``; loggers other than TensorBoard's are skipped, and on DDP ranks
+other than 0 Lightning's ``experiment`` is a no-op stand-in, so callers need no rank checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+
+def tensorboard_writers(loggers: Iterable[Logger]) -> list[SummaryWriter]:
+    """The ``SummaryWriter`` of every :class:`TensorBoardLogger` in ``loggers`` (others ignored)."""
+    return [logger.experiment for logger in loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def _cell(text: str) -> str:
+    # Backslashes first, so that the one escaping a pipe is not itself escaped; <br> is the only
+    # line break a table cell can hold (TensorBoard's sanitizer keeps it).
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table. Cells stay Markdown (``**bold**`` works), but pipes and backslashes are
+    literal and line breaks become ``<br>``, so no cell text can break the table's layout."""
+    lines = [f"| {' | '.join(map(_cell, header))} |", f"|{'---|' * len(header)}"]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"a table row has {len(row)} cells, the header {len(header)}: {row!r}")
+        lines.append(f"| {' | '.join(map(_cell, row))} |")
+    return "\n".join(lines)
+
+
+def log_text(loggers: Iterable[Logger], tag: str, text: str, step: int) -> None:
+    """Markdown ``text`` under ``tag`` at ``step`` in every TensorBoard logger."""
+    for writer in tensorboard_writers(loggers):
+        writer.add_text(tag, text, step)
+
+
+def attention_figure(
+    weights: torch.Tensor | np.ndarray, source_tokens: list[str], target_tokens: list[str], title: str = ""
+) -> Figure:
+    """A heatmap of attention ``weights`` (T_target, T_source), each row summing to 1: source
+    tokens along x, target tokens along y, with a colorbar.
+
+    Built on :class:`matplotlib.figure.Figure` with no pyplot, so it holds no global state and
+    draws headless or in any thread; nothing needs closing once it is dropped.
+    """
+    if isinstance(weights, torch.Tensor):
+        weights = weights.detach().float().cpu().numpy()
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.shape != (len(target_tokens), len(source_tokens)):
+        raise ValueError(
+            f"attention weights have shape {weights.shape}; expected "
+            f"(target tokens, source tokens) = ({len(target_tokens)}, {len(source_tokens)})"
+        )
+    # About 0.35 inch a token, plus room for the labels and the colorbar.
+    figure = Figure(figsize=(2.5 + 0.35 * len(source_tokens), 1.5 + 0.35 * len(target_tokens)), layout="constrained")
+    axes = figure.add_subplot()
+    # A fixed 0..1 scale, so that colours mean the same weight in every figure and step.
+    image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    axes.set_xticks(range(len(source_tokens)), labels=source_tokens, rotation=90)
+    axes.set_yticks(range(len(target_tokens)), labels=target_tokens)
+    axes.set_xlabel("source")
+    axes.set_ylabel("target")
+    if title:
+        axes.set_title(title)
+    figure.colorbar(image, ax=axes)
+    return figure
+
+
+def log_figure(loggers: Iterable[Logger], tag: str, figure: Figure, step: int) -> None:
+    """``figure`` as an image under ``tag`` at ``step`` in every TensorBoard logger, then closed
+    (also when there is no TensorBoard logger, or a writer fails)."""
+    try:
+        for writer in tensorboard_writers(loggers):
+            writer.add_figure(tag, figure, step, close=False)
+    finally:
+        # What add_figure(close=True) does, done once and also without a writer: releases a pyplot
+        # figure from pyplot's registry (a bare Figure is not in it and is freed when dropped).
+        plt.close(figure)
