@@ -53,7 +53,15 @@ def test_train_config_composes_with_each_option(override: str) -> None:
         cfg = compose("train", overrides=[override, "data.batch_size=7"])
     assert cfg.data.batch_size == 7
     assert cfg.model.optimizer.lr > 0
-    assert cfg.model.backbone.cell in ("rnn", "lstm", "gru")
+    assert cfg.model.backbone.get("cell", "mlp") in ("rnn", "lstm", "gru", "mlp")
+
+
+@pytest.mark.parametrize("decoder", options("model/decoder"))
+def test_seq2seq_composes_with_each_decoder(decoder: str) -> None:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["data=reverse", "model=seq2seq", f"model/decoder={decoder}"])
+    assert cfg.model.decoder.cell == decoder
+    assert cfg.model.decoder.bidirectional is False
 
 
 @pytest.mark.parametrize("name", ["eval", "predict"])
