@@ -102,11 +102,16 @@ class SequenceDataModule(L.LightningDataModule):
     def _describe(self, split: str) -> str:
         return f"file {self.test_file}" if split == "test" and self.test_file else self.describe(split)
 
+    @property
+    def fitted(self) -> bool:
+        """Whether the vocabulary (and whatever else comes from the training split) is fitted."""
+        return self.vocab is not None
+
     def pending_splits(self, stage: str | None) -> list[str]:
         """The splits ``stage`` needs (all for None) that are not encoded yet; train first while
         nothing is fitted, since the vocabulary comes from it."""
         splits = SPLITS_FOR_STAGE[stage] if stage else ("train", "val", "test")
-        if self.vocab is None:
+        if not self.fitted:
             splits = ("train", *splits)
         return [split for split in dict.fromkeys(splits) if split not in self.datasets]
 

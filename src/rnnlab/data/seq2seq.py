@@ -24,7 +24,7 @@ import torch
 
 from rnnlab.batch import Batch
 from rnnlab.data.collate import SequenceCollator
-from rnnlab.data.datamodule import SPLITS_FOR_STAGE, Example, SequenceDataModule
+from rnnlab.data.datamodule import Example, SequenceDataModule
 from rnnlab.data.pairs import SequencePair, read_tsv_pairs
 from rnnlab.data.readers import read_text_lines
 from rnnlab.data.splits import UserFileSplits, stratified_split
@@ -158,19 +158,17 @@ class Seq2SeqDataModule(SequenceDataModule):
             "shared_vocab": self.shared_vocab,
         }
 
-    def pending_splits(self, stage: str | None) -> list[str]:
+    @property
+    def fitted(self) -> bool:
         # The target vocabulary marks the module as fitted: vector sources have no source vocabulary.
-        splits = SPLITS_FOR_STAGE[stage] if stage else ("train", "val", "test")
-        if self.target_vocab is None:
-            splits = ("train", *splits)
-        return [split for split in dict.fromkeys(splits) if split not in self.datasets]
+        return self.target_vocab is not None
 
     def setup(self, stage: str | None = None) -> None:
         for split in self.pending_splits(stage):
             pairs = self._read(split)
             if not pairs:
                 raise UserError(f"the {split} split is empty ({self._describe(split)})")
-            if self.target_vocab is None:
+            if not self.fitted:
                 self.fit_vocabs(pairs)
             self.datasets[split] = self.encode(pairs, merge_references=split != "train")
 
