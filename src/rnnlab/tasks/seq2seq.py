@@ -5,8 +5,9 @@ optional attention (:mod:`rnnlab.heads.seq2seq`), searched greedily or with a be
 
 Training: teacher forcing (ratio schedulable per epoch; below 1 the decoder sometimes reads its own
 previous prediction), cross-entropy over the target tokens and the final <eos> only, optional
-label smoothing. Validation decodes greedily; test and ``rnnlab-predict`` use ``search``
-(beam_size, length_penalty, max length relative to the source). Metrics on the decoded outputs
+label smoothing. Validation during training decodes greedily; test, ``rnnlab-eval`` and
+``rnnlab-predict`` use ``search`` (beam_size, length_penalty, max length relative to the
+source). Metrics on the decoded outputs
 against the closest reference: ``exact_match``, ``ter`` (edit distance / reference length) and
 ``bleu``; the checkpoint is picked by ``val/ter``. TensorBoard gets source / reference /
 prediction for a fixed set of validation examples and their attention heatmaps every epoch.
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from rnnlab.batch import IGNORE_INDEX, Batch
@@ -187,7 +189,9 @@ class Seq2SeqTask(RecurrentTask):
             logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing
         )
         if stage != "train":
-            options = {**self.search, "beam_size": 1} if stage == "val" else self.search
+            # Validation while fitting decodes greedily (fast, every epoch); rnnlab-eval split=val searches as configured.
+            fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+            options = {**self.search, "beam_size": 1} if stage == "val" and fitting else self.search
             hypotheses = self.decode(batch, **options)
             self.sequence_metrics[f"{stage}_sequences"].update(hypotheses.sequences(), batch.extras["references"])
             if stage == "val":
