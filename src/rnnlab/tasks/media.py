@@ -80,6 +80,25 @@ def attention_figure(
     return figure
 
 
+def forecast_figure(history: torch.Tensor, truth: torch.Tensor, forecast: torch.Tensor, names: list[str]) -> Figure:
+    """One panel per target column: the history (L,), then the truth and the forecast (H,) after it.
+
+    history (L, K), truth (H, K), forecast (H, K), in original units; ``names`` the K column names.
+    """
+    steps, horizon = history.shape[0], truth.shape[0]
+    past, future = np.arange(-steps + 1, 1), np.arange(1, horizon + 1)
+    figure = Figure(figsize=(7.0, 2.5 * len(names)), layout="constrained")
+    for k, (axes, name) in enumerate(zip(np.atleast_1d(figure.subplots(len(names), 1, squeeze=False)[:, 0]), names)):
+        axes.plot(past, history[:, k].numpy(), color="black", label="history")
+        axes.plot(future, truth[:, k].numpy(), color="black", linestyle="--", marker=".", label="truth")
+        axes.plot(future, forecast[:, k].numpy(), color="tab:red", marker=".", label="forecast")
+        axes.axvline(0.5, color="grey", linewidth=0.5)
+        axes.set_ylabel(name)
+        axes.legend(loc="upper left", fontsize="small")
+    axes.set_xlabel("step (0: the last observation)")
+    return figure
+
+
 def log_figure(loggers: Iterable[Logger], tag: str, figure: Figure, step: int) -> None:
     """``figure`` as an image under ``tag`` at ``step`` in every TensorBoard logger, then closed
     (also when there is no TensorBoard logger, or a writer fails)."""
