@@ -4,7 +4,8 @@
 (naive: the last observed value; seasonal_naive: the value one season earlier; mean: the training
 mean); ``mase`` = MAE / seasonal-naive MAE (below 1: better than the seasonal-naive forecast);
 ``skill`` = 1 - MAE / naive MAE (or 1 - MSE / mean MSE without a naive baseline), negative when
-the model is worse than the baseline, and ``beats_baseline`` (1 or 0) to make that plain.
+the model is worse than that baseline, and ``beats_baselines``: 1 when the model beats every
+baseline, else 0, so a forecaster worse than a trivial forecast is plain in metrics.json.
 States are sums (float64), so they sync across processes.
 """
 
@@ -78,6 +79,7 @@ class ForecastErrors(Metric):
             values["skill"] = 1.0 - values["mae"] / values["mae_naive"]
         elif "mean" in self.baselines:
             values["skill"] = 1.0 - values["mse"] / values["mse_mean"]
-        if "skill" in values:
-            values["beats_baseline"] = (values["skill"] > 0).double()
+        # 1 only when the model beats every baseline (by MAE; by MSE against the mean).
+        margins = [values[f"mae_{b}"] - values["mae"] if b != "mean" else values["mse_mean"] - values["mse"] for b in self.baselines]
+        values["beats_baselines"] = torch.stack(margins).gt(0).all().double() if margins else torch.tensor(1.0, dtype=torch.float64)
         return {name: value.float() for name, value in values.items()}
