@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugin_util import markdown_to_safe_html
 
-from rnnlab.tasks.media import attention_figure, log_figure, log_text, markdown_table, tensorboard_writers
+from rnnlab.tasks.media import attention_figure, forecast_figure, log_figure, log_text, markdown_table, tensorboard_writers
 
 
 def rendered_rows(table: str) -> list[list[str]]:
@@ -114,3 +114,16 @@ def test_attention_figure_labels_and_colorbar() -> None:
 def test_attention_figure_checks_the_shape() -> None:
     with pytest.raises(ValueError, match=r"expected \(target tokens, source tokens\) = \(3, 2\)"):
         attention_figure(torch.ones(2, 3) / 3, ["a", "b"], ["x", "y", "z"])
+
+
+def test_forecast_figure_draws_history_truth_and_forecast_per_target() -> None:
+    history, truth, forecast = torch.arange(8.0).view(4, 2), torch.ones(3, 2), torch.zeros(3, 2)
+    figure = forecast_figure(history, truth, forecast, ["sales", "price"])
+    panels = figure.get_axes()
+    assert [axes.get_ylabel() for axes in panels] == ["sales", "price"]
+    for k, axes in enumerate(panels):
+        lines = {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}
+        assert set(lines) == {"history", "truth", "forecast"}
+        np.testing.assert_array_equal(lines["history"].get_xdata(), [-3, -2, -1, 0])
+        np.testing.assert_array_equal(lines["history"].get_ydata(), history[:, k].numpy())
+        np.testing.assert_array_equal(lines["forecast"].get_xdata(), [1, 2, 3])

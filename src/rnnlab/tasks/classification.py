@@ -39,7 +39,7 @@ class SequenceClassifier(RecurrentTask):
     metric_modes: ClassVar[dict[str, str]] = {"loss": "min", "acc": "max", "f1_macro": "max"}
     default_monitor: ClassVar[str] = "val/acc"
     data_task: ClassVar[str] = "classification"
-    data_choices: ClassVar[str] = "data=bbc_news, text_csv or keywords"
+    data_choices: ClassVar[str] = "data=bbc_news, text_csv, keywords or japanese_vowels"
 
     def __init__(
         self,
