@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.batch import Batch
+from rnnlab.data.series import denormalize
 from rnnlab.errors import UserError, check_choice
 from rnnlab.heads.regression import AutoregressiveForecastDecoder, DirectForecastHead
 from rnnlab.heads.seq2seq import Bridge, top_layer
@@ -79,12 +80,6 @@ class Forecaster(RecurrentTask):
         self.loss_name = loss
         self.teacher_forcing = {**TEACHER_FORCING_DEFAULTS, **(teacher_forcing or {})}
         self.logged_windows = logged_windows
-        scaler = data_spec.get("scaler")
-        num_features = data_spec["input"]["num_features"]
-        mean = torch.tensor(scaler["mean"] if scaler else [0.0] * num_features)
-        std = torch.tensor(scaler["std"] if scaler else [1.0] * num_features)
-        self.register_buffer("feature_mean", mean, persistent=False)
-        self.register_buffer("feature_std", std, persistent=False)
         target_mean = data_spec.get("target_mean")
         self.register_buffer("target_mean", torch.tensor(target_mean) if target_mean is not None else torch.zeros(0), persistent=False)
         self.baselines: list[str] = list(data_spec["baselines"])
@@ -106,17 +101,9 @@ class Forecaster(RecurrentTask):
 
     # -- units -----------------------------------------------------------------------------------
 
-    def _target_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std (K,) of the target columns (0 and 1 when the targets are not inputs)."""
-        if self.target_index is None:
-            zeros = self.feature_mean.new_zeros(len(self.targets))
-            return zeros, zeros + 1.0
-        return self.feature_mean[self.target_index], self.feature_std[self.target_index]
-
     def to_original(self, values: torch.Tensor) -> torch.Tensor:
-        """Normalised target values (..., K) -> original units."""
-        mean, std = self._target_scale()
-        return values * std + mean
+        """Normalised target values (..., K) -> original units (unchanged when the data has no scaler)."""
+        return denormalize(values, self.data_spec, self.target_index)
 
     # -- model -----------------------------------------------------------------------------------
 
