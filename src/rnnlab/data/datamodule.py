@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from rnnlab.data.collate import SequenceCollator
 from rnnlab.data.sampler import BucketBatchSampler
+from rnnlab.data.splits import UserFileSplits
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
 
@@ -150,3 +151,39 @@ class SequenceDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.dataloader("predict", shuffle=False)
+
+
+class UserFilesMixin:
+    """For data modules over the user's own files (put it before the data module base):
+    ``train_file`` with optional ``val_file`` / ``test_file``; without them those splits are carved
+    out of the training file by ``val_fraction`` / ``test_fraction`` with :meth:`carve` (seeded by
+    ``split_seed``). ``unit`` names the file's rows in messages. See :class:`UserFileSplits`.
+    """
+
+    unit: ClassVar[str] = "rows"
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        **options: Any,
+    ) -> None:
+        super().__init__(test_file=test_file, **options)
+        self.split_seed = split_seed
+        self.splits = UserFileSplits(
+            train_file, val_file, test_file, val_fraction, test_fraction, read=self.read_file, carve=self.carve, unit=self.unit
+        )
+
+    def carve(self, rows: list[Any], fractions: dict[str, float]) -> dict[str, list[Any]]:
+        """Split the training file's rows into train plus the parts named in ``fractions``."""
+        raise NotImplementedError
+
+    def read_split(self, split: str) -> list[Any]:
+        return self.splits[split]
+
+    def describe(self, split: str) -> str:
+        return self.splits.describe(split)

@@ -24,10 +24,10 @@ import torch
 
 from rnnlab.batch import Batch
 from rnnlab.data.collate import SequenceCollator
-from rnnlab.data.datamodule import Example, SequenceDataModule
+from rnnlab.data.datamodule import Example, SequenceDataModule, UserFilesMixin
 from rnnlab.data.pairs import SequencePair, read_tsv_pairs
 from rnnlab.data.readers import read_text_lines
-from rnnlab.data.splits import UserFileSplits, stratified_split
+from rnnlab.data.splits import stratified_split
 from rnnlab.data.tokenizers import TOKENIZERS, build_tokenizer
 from rnnlab.data.vocab import Vocab, check_vocab_options
 from rnnlab.errors import UserError, check_choice
@@ -214,7 +214,7 @@ class Seq2SeqDataModule(SequenceDataModule):
         return [{"source": text} for _, text in lines]
 
 
-class TsvPairsDataModule(Seq2SeqDataModule):
+class TsvPairsDataModule(UserFilesMixin, Seq2SeqDataModule):
     """``data=tsv_pairs``: the user's own ``source<TAB>target`` files (see :mod:`rnnlab.data.pairs`).
 
     Without ``val_file`` / ``test_file`` those splits are carved out of ``train_file`` by
@@ -222,37 +222,10 @@ class TsvPairsDataModule(Seq2SeqDataModule):
     text stay in one split, so every reference of a held-out source is held out with it.
     """
 
-    def __init__(
-        self,
-        train_file: str,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        **options: Any,
-    ) -> None:
-        super().__init__(test_file=test_file, **options)
-        self.splits = UserFileSplits(
-            train_file,
-            val_file,
-            test_file,
-            val_fraction,
-            test_fraction,
-            read=self.read_file,
-            carve=self._carve,
-            unit="pairs",
-        )
-        self.split_seed = split_seed
+    unit: ClassVar[str] = "pairs"
 
-    def _carve(self, pairs: list[SequencePair], fractions: dict[str, float]) -> dict[str, list[SequencePair]]:
+    def carve(self, pairs: list[SequencePair], fractions: dict[str, float]) -> dict[str, list[SequencePair]]:
         return stratified_split(pairs, fractions, self.split_seed, label_of=_one_stratum, group_of=_source)
-
-    def read_split(self, split: str) -> list[SequencePair]:
-        return self.splits[split]
-
-    def describe(self, split: str) -> str:
-        return self.splits.describe(split)
 
 
 def _one_stratum(pair: SequencePair) -> str:

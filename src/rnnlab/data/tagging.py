@@ -14,8 +14,8 @@ import torch
 
 from rnnlab.data.brown import brown_split, locate_brown, read_brown
 from rnnlab.data.conll import TaggedSentence, read_conll_file, read_token_lines
-from rnnlab.data.datamodule import Example, SequenceDataModule
-from rnnlab.data.splits import UserFileSplits, stratified_split
+from rnnlab.data.datamodule import Example, SequenceDataModule, UserFilesMixin
+from rnnlab.data.splits import stratified_split
 from rnnlab.data.vocab import LabelSet, Vocab, check_vocab_options
 from rnnlab.errors import UserError, check_choice
 from rnnlab.tag_schemes import SCHEMES, detect_scheme, first_violation, split_tag
@@ -227,7 +227,7 @@ def _first_violation(sentences: list[TaggedSentence], scheme: str) -> tuple[Tagg
     return None
 
 
-class ConllDataModule(TaggingDataModule):
+class ConllDataModule(UserFilesMixin, TaggingDataModule):
     """``data=conll``: the user's CoNLL files (a token and a tag column, blank line between sentences).
 
     Without ``val_file`` / ``test_file`` those splits are carved out of ``train_file`` by
@@ -235,38 +235,11 @@ class ConllDataModule(TaggingDataModule):
     sentences stay in one split).
     """
 
-    def __init__(
-        self,
-        train_file: str,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        **options: Any,
-    ) -> None:
-        super().__init__(test_file=test_file, **options)
-        self.splits = UserFileSplits(
-            train_file,
-            val_file,
-            test_file,
-            val_fraction,
-            test_fraction,
-            read=self.read_file,
-            carve=self._carve,
-            unit="sentences",
-        )
-        self.split_seed = split_seed
+    unit: ClassVar[str] = "sentences"
 
-    def _carve(self, sentences: list[TaggedSentence], fractions: dict[str, float]) -> dict[str, list[TaggedSentence]]:
+    def carve(self, sentences: list[TaggedSentence], fractions: dict[str, float]) -> dict[str, list[TaggedSentence]]:
         """Whole sentences at random (seeded); identical sentences stay in one part."""
         return stratified_split(sentences, fractions, self.split_seed, label_of=_one_stratum, group_of=_words_and_tags)
-
-    def read_split(self, split: str) -> list[TaggedSentence]:
-        return self.splits[split]
-
-    def describe(self, split: str) -> str:
-        return self.splits.describe(split)
 
 
 class BrownPOSDataModule(TaggingDataModule):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from rnnlab.data.datamodule import Example, SequenceDataModule
+from rnnlab.data.datamodule import Example, SequenceDataModule, UserFilesMixin
 from rnnlab.data.readers import TextExample, read_text_classification_file, read_text_lines
-from rnnlab.data.splits import UserFileSplits, stratified_split
+from rnnlab.data.splits import stratified_split
 from rnnlab.data.tokenizers import build_tokenizer
 from rnnlab.data.vocab import LabelSet, Vocab, check_vocab_options
 from rnnlab.errors import UserError
@@ -138,7 +138,7 @@ class TextClassificationDataModule(SequenceDataModule):
         return [{"text": example.text} for example in examples]
 
 
-class TextFileDataModule(TextClassificationDataModule):
+class TextFileDataModule(UserFilesMixin, TextClassificationDataModule):
     """``data=text_csv``: the user's own csv / tsv / jsonl files of (text, label) rows.
 
     Without ``val_file`` / ``test_file`` those splits are carved out of ``train_file`` by
@@ -146,37 +146,10 @@ class TextFileDataModule(TextClassificationDataModule):
     identical text stay in one split).
     """
 
-    def __init__(
-        self,
-        train_file: str,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        **options: Any,
-    ) -> None:
-        super().__init__(test_file=test_file, **options)
-        self.splits = UserFileSplits(
-            train_file,
-            val_file,
-            test_file,
-            val_fraction,
-            test_fraction,
-            read=self.read_file,
-            carve=self._carve,
-            unit="rows",
-        )
-        self.split_seed = split_seed
+    unit: ClassVar[str] = "rows"
 
-    def _carve(self, rows: list[TextExample], fractions: dict[str, float]) -> dict[str, list[TextExample]]:
+    def carve(self, rows: list[TextExample], fractions: dict[str, float]) -> dict[str, list[TextExample]]:
         return stratified_split(rows, fractions, self.split_seed, label_of=_label, group_of=_text)
-
-    def read_split(self, split: str) -> list[TextExample]:
-        return self.splits[split]
-
-    def describe(self, split: str) -> str:
-        return self.splits.describe(split)
 
 
 def _label(row: TextExample) -> str | None:
