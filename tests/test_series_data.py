@@ -241,7 +241,7 @@ def test_malformed_files_name_file_and_line(tmp_path: Path, rows: list[str], mes
     path = write_csv(tmp_path / "s.csv", "t,x", rows)
     with pytest.raises(UserError, match=message):
         SeriesCSVDataModule(str(path), ["t", "x"], lookback=1, fill="ffill").series()
-    with pytest.raises(UserError, match=r"s\.csv:1: the header has no column 'y' \(see data\.value_columns\)"):
+    with pytest.raises(UserError, match=r"s\.csv:1: the header has no column 'y' \(set data\.value_columns\)"):
         SeriesCSVDataModule(str(path), ["y"], lookback=1).series()
 
 

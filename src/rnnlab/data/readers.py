@@ -8,6 +8,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from rnnlab.errors import check_choice, data_error
@@ -115,19 +116,14 @@ def split_lines(content: str) -> list[tuple[int, str]]:
     return [(i, line.removesuffix("\r")) for i, line in enumerate(lines, start=1)]
 
 
-def _read_delimited(
-    path: str | Path,
-    content: str,
-    delimiter: str,
-    text_field: str,
-    label_field: str,
-    require_labels: bool,
-) -> list[TextExample]:
+def csv_records(path: str | Path, content: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """The non-blank records of csv / tsv ``content``, each with the line it starts on (quoted
+    fields may span lines): first the header, its names stripped, then the data rows, each with as
+    many fields as the header. Malformed quoting, a row of another width and an empty text are
+    UserErrors naming the file and line."""
     fmt = "tsv" if delimiter == "\t" else "csv"
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
     header: list[str] | None = None
-    text_col = label_col = None
-    examples: list[TextExample] = []
     end = 0  # lines consumed so far; a record starts on the line after the previous one ended
     try:
         for row in reader:
@@ -136,27 +132,44 @@ def _read_delimited(
                 continue
             if header is None:
                 header = [name.strip() for name in row]
-                text_col = _column(path, start, header, text_field, "data.text_field")
-                if label_field in header or require_labels:
-                    label_col = _column(path, start, header, label_field, "data.label_field")
+                yield start, header
                 continue
             if len(row) != len(header):
                 raise data_error(path, start, f"row has {len(row)} columns, the header has {len(header)}")
-            text = row[text_col]
-            label = row[label_col].strip() if label_col is not None else ""
-            examples.append(_example(path, start, text, label or None, text_field, label_field, require_labels))
+            yield start, row
     except csv.Error as e:
         raise data_error(path, reader.line_num, f"malformed {fmt}: {e}") from None
     if header is None:
         raise data_error(path, None, "empty file: expected a header row naming the columns")
-    return examples
 
 
-def _column(path: str | Path, line: int, header: list[str], field: str, config_key: str) -> int:
+def column_index(path: str | Path, line: int, header: list[str], field: str, config_key: str) -> int:
+    """The position of column ``field`` in ``header``; a UserError naming ``config_key`` when absent."""
     if field not in header:
         found = ", ".join(repr(name) for name in header)
         raise data_error(path, line, f"the header has no column {field!r} (set {config_key}); columns found: {found}")
     return header.index(field)
+
+
+def _read_delimited(
+    path: str | Path,
+    content: str,
+    delimiter: str,
+    text_field: str,
+    label_field: str,
+    require_labels: bool,
+) -> list[TextExample]:
+    records = csv_records(path, content, delimiter)
+    header_line, header = next(records)
+    text_col = column_index(path, header_line, header, text_field, "data.text_field")
+    label_col = None
+    if label_field in header or require_labels:
+        label_col = column_index(path, header_line, header, label_field, "data.label_field")
+    examples: list[TextExample] = []
+    for start, row in records:
+        label = row[label_col].strip() if label_col is not None else ""
+        examples.append(_example(path, start, row[text_col], label or None, text_field, label_field, require_labels))
+    return examples
 
 
 def _read_jsonl(

@@ -34,8 +34,6 @@ is always an error.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +44,7 @@ import numpy as np
 import torch
 
 from rnnlab.data.datamodule import Example, SequenceDataModule
-from rnnlab.data.readers import read_utf8
+from rnnlab.data.readers import column_index, csv_records, read_utf8
 from rnnlab.data.splits import check_fraction, contiguous_split
 from rnnlab.errors import UserError, check_choice, data_error
 
@@ -124,47 +122,23 @@ def read_series_csv(path: str | Path, columns: list[str], time_column: str | Non
     """The columns ``columns`` of a CSV file with a header row (other columns are ignored; blank
     lines are skipped). With ``time_column``, its values (numbers or ISO dates such as 2024-01-31,
     2024-01-31 12:00 or 2024-01) must increase from row to row."""
-    content = read_utf8(path)
-    reader = csv.reader(io.StringIO(content, newline=""))
-    header: list[str] | None = None
-    positions: list[int] = []
-    time_position: int | None = None
+    records = csv_records(path, read_utf8(path))
+    header_line, header = next(records)
+    positions = [column_index(path, header_line, header, name, "data.value_columns") for name in columns]
+    time_position = column_index(path, header_line, header, time_column, "data.time_column") if time_column else None
     rows: list[list[float]] = []
     origins: list[str] = []
     times: list[tuple[str, str]] = []
-    end = 0  # lines consumed so far; a record starts on the line after the previous one ended
-    try:
-        for row in reader:
-            start, end = end + 1, reader.line_num
-            if not row:
-                continue
-            if header is None:
-                header = [name.strip() for name in row]
-                positions = [_column(path, start, header, name, "data.value_columns") for name in columns]
-                time_position = _column(path, start, header, time_column, "data.time_column") if time_column else None
-                continue
-            if len(row) != len(header):
-                raise data_error(path, start, f"row has {len(row)} columns, the header has {len(header)}")
-            rows.append([_number(path, start, name, row[p]) for name, p in zip(columns, positions, strict=True)])
-            origins.append(f"{path}:{start}")
-            if time_position is not None:
-                times.append((row[time_position].strip(), origins[-1]))
-    except csv.Error as e:
-        raise data_error(path, reader.line_num, f"malformed csv: {e}") from None
-    if header is None:
-        raise data_error(path, None, "empty file: expected a header row naming the columns")
+    for start, row in records:
+        rows.append([_number(path, start, name, row[p]) for name, p in zip(columns, positions, strict=True)])
+        origins.append(f"{path}:{start}")
+        if time_position is not None:
+            times.append((row[time_position].strip(), origins[-1]))
     if not rows:
         raise data_error(path, None, "no data rows")
     if times:
         _check_time_order(times, time_column)
     return SeriesTable(list(columns), np.array(rows, dtype=np.float64), origins)
-
-
-def _column(path: str | Path, line: int, header: list[str], name: str, config_key: str) -> int:
-    if name not in header:
-        found = ", ".join(repr(column) for column in header)
-        raise data_error(path, line, f"the header has no column {name!r} (see {config_key}); columns found: {found}")
-    return header.index(name)
 
 
 def _number(path: str | Path, line: int, column: str, field: str) -> float:
