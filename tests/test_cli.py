@@ -586,32 +586,3 @@ def test_finished_run_dir_is_never_reused(workdir: Path, trained_run: Run, senti
     )
     assert_one_clear_error(result, "rnnlab-train", (str(trained_run["dir"]), "hydra.run.dir"))
     assert file_digests(trained_run["dir"]) == before
-
-
-# -- data parallel on CPU processes --------------------------------------------------------------
-
-
-def test_ddp_cpu_training_shards_batches_and_writes_the_run_dir_once(tmp_path: Path) -> None:
-    """trainer=ddp_cpu (2 gloo processes, DataLoader workers on): each rank trains on half the
-    batches, and only rank 0 writes metrics.json, run_info.json and prints the run dir."""
-    run_dir = tmp_path / "ddp_run"
-    result = run_cli(
-        "train",
-        "data=keywords",
-        "data.num_train=256",
-        "data.num_val=64",
-        "data.num_test=64",
-        "data.num_workers=1",
-        "trainer=ddp_cpu",
-        "trainer.max_epochs=1",
-        *TINY_OVERRIDES,
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, describe(result)
-    assert "Traceback" not in result.stderr, describe(result)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] == "completed"
-    assert metrics["global_step"] == 256 // 8 // 2  # batch 8, two ranks
-    assert result.stdout.count(str(run_dir)) == 1 and last_line(result.stdout) == str(run_dir)
-    assert (run_dir / "checkpoints/best.ckpt").is_file()

@@ -143,12 +143,29 @@ def test_stream_rows_continue_across_batches_and_no_token_is_lost(tmp_path: Path
 
 
 def test_stream_rows_are_sharded_across_processes() -> None:
-    """100 steps, 3 rows per process, 2 processes: 6 rows of 16 steps, each rank its own 3 consecutive rows."""
-    samplers = [StreamBatchSampler(101, rows=3, bptt=5, num_replicas=2, rank=rank) for rank in (0, 1)]
+    """100 steps, 6 rows in all (the global batch), 2 processes: the single process's 6 rows of 16
+    steps, each rank its own 3 consecutive rows."""
+    single = StreamBatchSampler(101, rows=6, bptt=5, num_replicas=1, rank=0)
+    samplers = [StreamBatchSampler(101, rows=6, bptt=5, num_replicas=2, rank=rank) for rank in (0, 1)]
     assert [sampler.layout() for sampler in samplers] == [([0, 16, 32], 16), ([48, 64, 80], 16)]
-    assert [len(sampler) for sampler in samplers] == [4, 4]
+    assert single.layout() == ([0, 16, 32, 48, 64, 80], 16)
+    assert [len(sampler) for sampler in samplers] == [4, 4] == [len(single)] * 2
+    for whole, first, second in zip(single, *samplers):
+        assert first + second == whole
     assert list(samplers[1])[-1] == [(63, 1, True), (79, 1, True), (95, 1, True)]
     assert StreamBatchSampler(4, rows=8, bptt=5, num_replicas=1, rank=0).layout() == ([0, 1, 2], 1)
+
+
+def test_stream_rows_across_processes_training_needs_divisible_rows_evaluation_does_not() -> None:
+    with pytest.raises(UserError, match=r"data.batch_size=5 .* number of processes \(2\)"):
+        StreamBatchSampler(101, rows=5, bptt=5, num_replicas=2, rank=0).layout()
+    # Evaluation: 5 rows of 20 steps, 2 on rank 0 and 3 on rank 1, none left out.
+    evaluation = [StreamBatchSampler(101, rows=5, bptt=5, num_replicas=2, rank=rank, training=False) for rank in (0, 1)]
+    assert [sampler.layout() for sampler in evaluation] == [([0, 20], 20), ([40, 60, 80], 20)]
+    with pytest.raises(UserError, match="data.eval_batch_size=1"):
+        StreamBatchSampler(101, rows=1, bptt=5, num_replicas=2, rank=0, training=False).layout()
+    # Training on a stream shorter than the rows: the largest multiple of the processes that fits.
+    assert StreamBatchSampler(4, rows=8, bptt=5, num_replicas=2, rank=1).layout() == ([1], 1)
 
 
 # -- data: built-in corpora ------------------------------------------------------------------------

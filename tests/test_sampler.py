@@ -70,23 +70,52 @@ def test_drop_last_drops_only_the_short_batch() -> None:
         assert len(set(_flat(batches))) == 62 * 32
 
 
-@pytest.mark.parametrize("replicas", [2, 3, 4])
-def test_distributed_shards_are_disjoint_covering_and_equal(replicas: int) -> None:
-    lengths = LENGTHS[:1000]  # 31 full batches + 1 of 8
+@pytest.mark.parametrize(("replicas", "batch_size"), [(2, 32), (3, 30), (4, 32)])
+def test_distributed_shards_are_disjoint_covering_and_equal(replicas: int, batch_size: int) -> None:
+    """batch_size is global: every rank takes one share of each global batch, the shares of a full
+    batch are equal, and the ranks together see every example exactly once (1000 examples: the
+    short batch, 8 or 10 examples, splits as evenly as it can)."""
+    lengths = LENGTHS[:1000]
     shards = []
     for rank in range(replicas):
-        sampler = BucketBatchSampler(lengths, batch_size=32, seed=5, num_replicas=replicas, rank=rank)
+        sampler = BucketBatchSampler(lengths, batch_size=batch_size, seed=5, num_replicas=replicas, rank=rank)
         sampler.set_epoch(2)
         shard = list(sampler)
-        assert len(shard) == len(sampler)
+        assert len(shard) == len(sampler) == -(-len(lengths) // batch_size)  # one share of every global batch
         shards.append(shard)
-    assert len({len(s) for s in shards}) == 1
-    total = -(-len(lengths) // 32)
-    padded = len(shards[0]) * replicas
-    assert padded - total < replicas
-    all_batches = [tuple(b) for s in shards for b in s]
-    assert len(set(all_batches)) == total  # disjoint, apart from the repeats that even the counts
-    assert sorted(set(_flat(all_batches))) == list(range(len(lengths)))
+    for shares in zip(*shards):
+        sizes = [len(share) for share in shares]
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    totals = sorted(sum(len(share) for share in shares) for shares in zip(*shards))
+    assert totals == sorted([batch_size] * (len(lengths) // batch_size) + [len(lengths) % batch_size])
+    assert sorted(_flat([b for s in shards for b in s])) == list(range(len(lengths)))
+
+
+def test_distributed_batch_size_must_divide_among_processes() -> None:
+    sampler = BucketBatchSampler(LENGTHS, batch_size=30, num_replicas=4, rank=0)
+    with pytest.raises(UserError, match=r"data.batch_size=30 .*number of processes \(4\)"):
+        list(sampler)
+    with pytest.raises(UserError, match="data.batch_size=30"):
+        len(sampler)
+    # Evaluation batches need not divide: shares differ by at most one example.
+    evaluation = BucketBatchSampler(LENGTHS[:70], batch_size=30, shuffle=False, num_replicas=4, rank=3)
+    assert [len(b) for b in evaluation] == [7, 7, 2]
+
+
+def test_distributed_short_training_batch_is_topped_up_and_evaluation_never_repeats() -> None:
+    """A short last batch of 1 example among 2 ranks: training repeats it on both ranks (DDP needs
+    every rank to step); evaluation gives it to rank 0 alone, rank 1 has one batch fewer."""
+    lengths = [3, 1, 4, 1, 5]
+    train = [BucketBatchSampler(lengths, batch_size=4, seed=0, num_replicas=2, rank=rank) for rank in (0, 1)]
+    single = list(BucketBatchSampler(lengths, batch_size=4, seed=0))
+    assert [len(s) for s in train] == [len(single)] * 2 == [2, 2]
+    for whole, first, second in zip(single, *train):
+        assert (first, second) == ((whole[0::2], whole[1::2]) if len(whole) > 1 else (whole, whole))
+    evaluation = [BucketBatchSampler(lengths, batch_size=4, shuffle=False, num_replicas=2, rank=rank) for rank in (0, 1)]
+    assert [list(s) for s in evaluation] == [[[1, 0], [4]], [[3, 2]]]
+    assert [len(s) for s in evaluation] == [2, 1]
+    with pytest.raises(UserError, match="evaluation split of 1 examples cannot be shared among 2 processes"):
+        list(BucketBatchSampler([3], batch_size=4, shuffle=False, num_replicas=2, rank=1))
 
 
 def test_single_replica_is_the_whole_epoch() -> None:

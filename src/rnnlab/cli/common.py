@@ -6,6 +6,7 @@ import functools
 import os
 import secrets
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,11 @@ def config_dir() -> str:
 
 
 CONFIG_DIR = config_dir()
+
+# conf/hydra/launcher/{joblib,submitit_*}.yaml set our defaults for the launcher plugins' configs of
+# the same names on purpose (the names users know); Hydra validates them against those schemas and
+# warns that it does.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 
 def _run_suffix() -> str:

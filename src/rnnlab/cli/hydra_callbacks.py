@@ -36,3 +36,25 @@ class ProtectFinishedRuns(Callback):
             flush=True,
         )
         sys.exit(2)
+
+
+class SweepSummaryReport(Callback):
+    """At the end of a sweep: print and save the job table; exit 1 when the sweep went wrong.
+
+    A grid sweep went wrong when any job failed, diverged or left no record. An Optuna search
+    explores, so failed or diverged trials are expected there: it went wrong when every trial did.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from rnnlab.sweeps.summary import summarize  # here: Hydra imports callbacks before every command
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        summary = summarize(sweep_dir)
+        markdown_path, _ = summary.write()
+        print(summary.markdown(), flush=True)
+        print(f"{summary.line()}  [{markdown_path}]", flush=True)
+        print(sweep_dir, flush=True)
+        searched = str(config.hydra.sweeper.get("_target_", "")).endswith("OptunaSweeper")
+        went_wrong = summary.counts["completed"] + summary.counts["pruned"] == 0 if searched else any(summary.counts[s] for s in ("failed", "diverged", "missing"))
+        if went_wrong:
+            sys.exit(1)

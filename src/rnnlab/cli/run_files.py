@@ -67,7 +67,8 @@ def hardware() -> dict[str, Any]:
     }
 
 
-def run_info(seed: int, started: str, ended: str, status: str, wall_seconds: float) -> dict[str, Any]:
+def run_info(seed: int, started: str, ended: str, status: str, wall_seconds: float, **extra: Any) -> dict[str, Any]:
+    """The run record; ``extra`` adds sections (e.g. ``sweep_job``: a sweep job's threads and device)."""
     return {
         "git": git_state(Path(__file__).resolve().parent),
         "packages": package_versions(),
@@ -79,4 +80,5 @@ def run_info(seed: int, started: str, ended: str, status: str, wall_seconds: flo
         "end_time": ended,
         "wall_seconds": round(wall_seconds, 3),
         "status": status,
+        **extra,
     }

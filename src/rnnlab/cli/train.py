@@ -10,25 +10,34 @@ that Hydra sweepers can optimise it.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.tensorboard.summary import hparams
 
 from rnnlab.callbacks import BestValidationMetrics, DivergenceMonitor
-from rnnlab.cli.common import CONFIG_DIR, report_user_errors
+from rnnlab.cli.common import CONFIG_DIR, find_user_error, report_user_errors
 from rnnlab.cli.run_files import now_iso, run_info, write_json
 from rnnlab.errors import UserError
+from rnnlab.sweeps.jobs import SweepJob, current_sweep_job, placed
+from rnnlab.sweeps.optuna_search import OptunaPruning, job_trial
+
+log = logging.getLogger(__name__)
 
 # Config sections that describe where and how a run is recorded, not the experiment itself.
-NOT_HPARAMS = ("paths", "hydra", "callbacks", "logger", "ckpt_path", "task_name", "test")
+NOT_HPARAMS = ("paths", "hydra", "callbacks", "logger", "ckpt_path", "resume", "task_name", "test", "sweep_job")
 
 
 def build_callbacks(config: DictConfig | None, monitor: str, mode: str) -> list[L.Callback]:
@@ -75,10 +84,14 @@ def log_hparams(loggers: list[Logger], params: dict[str, Any], metrics: dict[str
             logger.log_hyperparams(params)
 
 
-def fit_and_test(cfg: DictConfig, record: dict[str, Any]) -> None:
+def fit_and_test(cfg: DictConfig, record: dict[str, Any], job: SweepJob | None = None) -> None:
     """Everything between composing the config and writing metrics.json; fills ``record``."""
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    ckpt_path = cfg.ckpt_path
+    own_last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and cfg.get("resume") and own_last.is_file():
+        ckpt_path = str(own_last)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -87,22 +100,31 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any]) -> None:
     model = instantiate(cfg.model, data_spec=datamodule.spec)
     monitor = cfg.optimized_metric or model.default_monitor
     mode = model.metric_mode(monitor)
-    record["optimized_metric"] = monitor
+    record.update(optimized_metric=monitor, optimized_mode=mode)
     with open_dict(cfg):
         cfg.optimized_metric = monitor  # callbacks' ${optimized_metric} resolve to the task's default
 
     best_val, divergence = BestValidationMetrics(monitor, mode), DivergenceMonitor()
     callbacks = [*build_callbacks(cfg.get("callbacks"), monitor, mode), best_val, divergence]
+    trial = job_trial(HydraConfig.get(), job.number) if job is not None else None
+    pruning = OptunaPruning(trial, monitor) if trial is not None else None
+    if pruning is not None:
+        callbacks.append(pruning)
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
     # default_root_dir: where tasks write their reports (e.g. the tagger's test_report.json).
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.paths.output_dir)
+    # A job that SLURM starts through submitit: submitit requeues it (resume=true), not Lightning.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if job is not None and job.scheduled else None
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.paths.output_dir, plugins=plugins)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     # epoch and best_epoch count from 0, as in checkpoints and TensorBoard; epoch = last completed.
     record.update(best_val.best, epoch=trainer.current_epoch - 1, global_step=trainer.global_step, best_epoch=best_val.best_epoch)
     if trainer.interrupted:
         record["error"] = "interrupted"
+        return
+    if pruning is not None and pruning.pruned:  # an unpromising Optuna trial: not worth testing
+        record.update(status="pruned", pruned_at_epoch=pruning.pruned_at_epoch)
         return
     if cfg.test:
         best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == monitor), None)
@@ -117,35 +139,60 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any]) -> None:
     log_hparams(loggers, flat_hparams(model.run_config), metrics)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment; metrics.json and run_info.json are written even when it fails."""
+def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:
+    """Run one experiment; metrics.json and run_info.json are written even when it fails.
+
+    A sweep job first takes its share of the machine (threads, a leased device: rnnlab.sweeps.jobs).
+    """
     run_dir = Path(cfg.paths.output_dir)
     started, clock = now_iso(), time.monotonic()
     record: dict[str, Any] = {"status": "failed"}
+    placement = None
     try:
-        fit_and_test(cfg, record)
+        with placed(cfg, job) if job is not None else nullcontext() as placement:
+            fit_and_test(cfg, record, job)
     except BaseException as exc:
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         if rank_zero_only.rank == 0:  # under DDP every rank runs this function
+            extra = {"sweep_job": placement.as_record()} if placement is not None else {}
             write_json(run_dir / "metrics.json", record)
-            write_json(run_dir / "run_info.json", run_info(cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock))
+            write_json(run_dir / "run_info.json", run_info(cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock, **extra))
     return record
+
+
+def report_failed_job(job: SweepJob, exc: Exception) -> None:
+    """A sweep goes on past a failed job: say which job failed and why (bugs with their traceback,
+    which also lands in the job's log file), and let the sweep summary count it."""
+    user_error = find_user_error(exc)
+    where = f"job {job.number} ({' '.join(job.overrides) or 'no overrides'})"
+    if user_error is not None:
+        print(f"rnnlab-train: error: {where}: {str(user_error).strip()}", file=sys.stderr, flush=True)
+    else:
+        log.exception(f"{where} failed; the sweep goes on")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @report_user_errors("rnnlab-train")
 def main(cfg: DictConfig) -> float | None:
-    record = train(cfg)
+    job = current_sweep_job()
+    if job is None:
+        record = train(cfg)
+    else:
+        try:
+            record = train(cfg, job)
+        except Exception as exc:  # KeyboardInterrupt still stops the whole sweep
+            report_failed_job(job, exc)
+            return None
     if rank_zero_only.rank != 0:
         return None
     summary = {k: round(v, 4) for k, v in record.items() if k.startswith("test/") and isinstance(v, float)}
     print(f"status: {record['status']}  test: {json.dumps(summary)}")
     print(cfg.paths.output_dir, flush=True)
     value = record.get(record.get("optimized_metric", ""))
-    return float(value) if value is not None else None
+    return float(value) if value is not None and record["status"] == "completed" else None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from rnnlab.data.collate import SequenceCollator
-from rnnlab.data.sampler import BucketBatchSampler
+from rnnlab.data.sampler import BucketBatchSampler, world_size_and_rank
 from rnnlab.data.splits import UserFileSplits
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
@@ -26,6 +26,9 @@ class SequenceDataModule(L.LightningDataModule):
     Training batches come from :class:`BucketBatchSampler` (``bucketing=True``, the default):
     similar lengths share a batch, so little compute goes to padding. Evaluation batches are
     sorted by length; predictions carry each example's ``index`` so callers restore input order.
+    ``batch_size`` (and ``eval_batch_size``) are global: under DDP each of R processes gets its
+    share of every batch (see :class:`BucketBatchSampler`), so a run on R processes takes the
+    same optimisation steps as one process with the same batch size.
     Subclasses fill ``self.datasets`` in ``setup`` (reading each split with :meth:`read_split`,
     or ``test_file`` with :meth:`read_file`), fit ``self.vocab`` on the training split, and
     describe the model's input in ``spec``.
@@ -129,13 +132,18 @@ class SequenceDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+        pool_size = self.bucket_pool_size
         if shuffle and not self.bucketing:
-            return DataLoader(examples, batch_size=batch_size, shuffle=True, **common)
+            if world_size_and_rank()[0] == 1:
+                return DataLoader(examples, batch_size=batch_size, shuffle=True, **common)
+            # Under DDP a plain shuffled loader would feed every rank the whole split; pools of one
+            # batch give random (unbucketed) global batches that the sampler shares among ranks.
+            pool_size = 1
         sampler = BucketBatchSampler(
             [len(example["inputs"]) for example in examples],
             batch_size,
             shuffle=shuffle,
-            pool_size=self.bucket_pool_size,
+            pool_size=pool_size,
             seed=self.seed,
         )
         return DataLoader(examples, batch_sampler=sampler, **common)

@@ -9,8 +9,9 @@ sentences or as one stream.
 batch i + 1 continues row b of batch i (PyTorch's word_language_model batching). The batch's
 ``extras["continues"]`` tells the task to start from the state where the previous batch ended
 (truncated backpropagation through time). Evaluation streams too, in rows of ``eval_batch_size``:
-each row starts from a zero state, so stream perplexities depend slightly on that size. With
-several processes (DDP) each one reads its own contiguous rows (:class:`StreamBatchSampler`).
+each row starts from a zero state, so stream perplexities depend slightly on that size. The
+rows are global: with several processes (DDP) each one reads its own contiguous block of the
+same rows (:class:`StreamBatchSampler`).
 A stream-trained model has seen every sentence start after an ``<eos>``, so its prompts start
 with ``<eos>`` instead of ``<bos>`` (the spec's ``start_token``).
 
@@ -71,30 +72,58 @@ class StreamBatchSampler(Sampler[list[Chunk]]):
     every row has the same length). A stream of N ids holds N - 1 (input, target) steps; the last
     (N - 1) mod rows of them are left out, as in the classic batchify. Fewer steps than rows: fewer rows.
 
-    Distributed (R replicas, resolved at iteration time: Lightning initialises the process group
-    after the dataloaders are built): the stream is cut into R * ``rows`` rows and rank r reads
-    rows r * rows ... (r + 1) * rows - 1, its own contiguous part of the stream; every rank serves
-    the same number of equal-sized batches, so per-rank losses average to the global token mean.
+    Distributed (R replicas, resolved at iteration time, as for
+    :class:`~rnnlab.data.sampler.BucketBatchSampler`): ``rows`` is global. The stream is cut into
+    the same ``rows`` rows as in one process and rank r reads its contiguous block of them, rows
+    ``r * rows // R`` ... ``(r + 1) * rows // R - 1``; every rank serves the same number of
+    batches. ``training=True``: ``rows`` (``data.batch_size``) must be divisible by R (else
+    UserError), so the ranks hold equally many rows and DDP's average of their token-mean
+    gradients is the single process's gradient (a stream too short for ``rows`` rows gets the
+    largest multiple of R that fits). ``training=False`` (evaluation): the blocks may differ by
+    one row (the task weights each rank's loss by its tokens, so the synced metrics are the single
+    process's), but every rank needs a row: at least R rows and steps, else UserError.
     Like :class:`~rnnlab.data.sampler.BucketBatchSampler` it has no public ``batch_size`` (Lightning
     would try to rebuild it) and needs ``Trainer(use_distributed_sampler=False)``.
     """
 
-    def __init__(self, num_tokens: int, rows: int, bptt: int, num_replicas: int | None = None, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        num_tokens: int,
+        rows: int,
+        bptt: int,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        training: bool = True,
+    ) -> None:
         self.num_tokens = num_tokens
         self.rows = rows
         self.bptt = bptt
         self.num_replicas = num_replicas
         self.rank = rank
+        self.training = training
 
     def layout(self) -> tuple[list[int], int]:
         """(first input position of each of this rank's rows, row length L)."""
         replicas, rank = world_size_and_rank(self.num_replicas, self.rank)
+        if self.training and self.rows % replicas:
+            raise UserError(
+                f"data.batch_size={self.rows} stream rows are the global batch, split evenly across processes: "
+                f"it must be divisible by the number of processes ({replicas})"
+            )
+        if self.rows < replicas:  # training: already caught as not divisible
+            raise UserError(
+                f"data.eval_batch_size={self.rows} stream rows cannot be shared among {replicas} processes: "
+                "each needs at least one row"
+            )
         steps = self.num_tokens - 1
-        rows = min(self.rows, steps // replicas)
-        if rows < 1:
+        rows = min(self.rows, steps)
+        if self.training:
+            rows -= rows % replicas  # equal shares, even when a short stream caps the rows
+        if rows < replicas:
             raise UserError(f"a stream of {self.num_tokens} tokens is too short to share among {replicas} processes")
-        length = steps // (rows * replicas)
-        return [(rank * rows + row) * length for row in range(rows)], length
+        length = steps // rows
+        mine = range(rank * rows // replicas, (rank + 1) * rows // replicas)
+        return [row * length for row in mine], length
 
     def __iter__(self) -> Iterator[list[Chunk]]:
         starts, length = self.layout()
@@ -239,7 +268,7 @@ class LanguageModelDataModule(SequenceDataModule):
         rows = self.batch_size if shuffle else self.eval_batch_size
         return DataLoader(
             data,
-            batch_sampler=StreamBatchSampler(len(data), rows, self.bptt),
+            batch_sampler=StreamBatchSampler(len(data), rows, self.bptt, training=shuffle),
             collate_fn=StreamCollator(pad_id=self.pad_id),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

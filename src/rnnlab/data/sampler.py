@@ -23,11 +23,25 @@ class BucketBatchSampler(Sampler[list[int]]):
     drop_last drops the one batch shorter than ``batch_size``, if any: every pool but the last
     holds a whole number of batches, so only the final batch can be short.
 
-    Distributed: with R replicas (``num_replicas``/``rank``, or else the initialised
-    ``torch.distributed`` group, resolved at iteration time because Lightning initialises the
-    group after the dataloaders are built), the batch list is made divisible by R by repeating
-    batches from its start, and rank r takes ``batches[r::R]``. Every rank must use the same
-    seed so that the shards are disjoint (up to those repeats). ``len`` is the per-rank count.
+    Distributed: ``batch_size`` is the global batch. With R replicas (``num_replicas``/``rank``,
+    or else the initialised ``torch.distributed`` group, resolved at iteration time so that the
+    sampler never depends on when Lightning sets up the group), every rank forms the same global
+    batches as a single process with the same seed would (so all ranks need the same ``seed``),
+    and rank r takes ``batch[r::R]`` of each: batches are length-sorted, so every share spans the
+    batch's lengths (even work per rank). With a per-example mean loss and equal shares, DDP's
+    average of the ranks' gradients is then the gradient of the global batch, as in one process.
+
+    - shuffle=True (training): ``batch_size`` must be divisible by R (else UserError), so every
+      full batch splits into equal shares. The one short batch (without drop_last) splits as
+      evenly as possible (its shares may differ by one example, weighting them slightly unequally
+      in the gradient); if it has fewer than R examples it is topped up to R by repeating its own
+      examples, since DDP needs every rank to take every step. ``len`` is the number of global
+      batches on every rank.
+    - shuffle=False (evaluation): no example is repeated, so that metrics summed over ranks
+      count each example once; any eval batch size works (shares may differ by one example) and
+      a rank whose share of the short last batch is empty skips it, so ``len`` may be one less on
+      the higher ranks. A split with fewer examples than R is a UserError (a rank with no batch
+      at all would leave the others waiting for its metrics).
 
     With Lightning, build the DataLoader with ``batch_sampler=`` and set
     ``Trainer(use_distributed_sampler=False)``: this class does its own sharding and Lightning
@@ -76,13 +90,19 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         replicas, rank = self._world()
-        yield from _shard(self._batches(), replicas, rank)
+        for batch in self._batches():
+            share = rank_share(batch, replicas, rank, pad=self.shuffle)
+            if share:
+                yield share
 
     def __len__(self) -> int:
-        n = len(self._lengths)
-        total = n // self._batch_size if self._drop_last else -(-n // self._batch_size)
-        replicas, _ = self._world()
-        return -(-total // replicas)
+        n, size = len(self._lengths), self._batch_size
+        total = n // size if self._drop_last else -(-n // size)
+        replicas, rank = self._world()
+        short = 0 if self._drop_last else n % size  # size of the one short batch; 0: none
+        if not self.shuffle and 0 < short <= rank:
+            return total - 1  # this rank's share of the short batch is empty (evaluation: no repeats)
+        return total
 
     def _batches(self) -> list[list[int]]:
         """All batches of this epoch, before sharding."""
@@ -108,7 +128,19 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def _world(self) -> tuple[int, int]:
-        return world_size_and_rank(self.num_replicas, self.rank)
+        """(R, rank), after checking that this sampler's batches can be shared among R ranks."""
+        replicas, rank = world_size_and_rank(self.num_replicas, self.rank)
+        if replicas > 1 and self.shuffle and self._batch_size % replicas:
+            raise UserError(
+                f"data.batch_size={self._batch_size} is the global batch, split evenly across processes: "
+                f"it must be divisible by the number of processes ({replicas})"
+            )
+        if replicas > 1 and not self.shuffle and len(self._lengths) < replicas:
+            raise UserError(
+                f"an evaluation split of {len(self._lengths)} examples cannot be shared among {replicas} processes: "
+                "each needs at least one"
+            )
+        return replicas, rank
 
 
 def world_size_and_rank(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:
@@ -132,13 +164,15 @@ def _cut(indices: list[int], size: int) -> list[list[int]]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
-def _shard(batches: list[list[int]], replicas: int, rank: int) -> list[list[int]]:
-    """Rank ``rank``'s share, after repeating batches from the start until ``replicas`` divides the count."""
-    if replicas == 1 or not batches:
-        return batches
-    short = -len(batches) % replicas
-    padded = batches + [batches[i % len(batches)] for i in range(short)]
-    return padded[rank::replicas]
+def rank_share(batch: list[int], replicas: int, rank: int, pad: bool = True) -> list[int]:
+    """Rank ``rank``'s slice ``batch[rank::replicas]`` of a global batch. ``pad``: a batch with
+    fewer than ``replicas`` examples first repeats its own examples up to ``replicas`` so that no
+    share is empty (training); else such a share is empty (evaluation)."""
+    if replicas == 1:
+        return batch
+    if pad and 0 < len(batch) < replicas:
+        batch = [batch[i % len(batch)] for i in range(replicas)]
+    return batch[rank::replicas]
 
 
 def padding_ratio(batches: Iterable[Sequence[int]], lengths: Sequence[int]) -> float:

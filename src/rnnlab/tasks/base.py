@@ -64,6 +64,14 @@ class RecurrentTask(L.LightningModule):
         self.scheduler_config = scheduler or None
         # Keyed "<stage>_padding": ModuleDict keys may not shadow Module attributes such as ``train``.
         self.padding_ratio = nn.ModuleDict({f"{stage}_padding": MeanMetric() for stage in STAGES})
+        # The epoch's val/test loss, weighted by loss_weight. A metric rather than a tensor logged
+        # with sync_dist: Lightning averages a logged tensor's summed batch sizes across DDP ranks
+        # in an integer tensor, truncating (122 + 183) / 2 to 152 when the ranks' weights differ.
+        # nan_strategy=nan: a NaN loss makes the epoch mean NaN instead of being skipped ("disable"
+        # would do that too, but torchmetrics then ignores the weights).
+        self.epoch_loss = nn.ModuleDict(
+            {f"{stage}_loss": MeanMetric(nan_strategy=float("nan")) for stage in STAGES if stage != "train"}
+        )
         # The composed run config, set by rnnlab-train and stored in every checkpoint.
         self.run_config: dict[str, Any] | None = None
 
@@ -101,7 +109,13 @@ class RecurrentTask(L.LightningModule):
         train = stage == "train"
         size = len(batch)
         weight = self.loss_weight(batch)
-        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=not train, prog_bar=True, batch_size=weight, sync_dist=not train)
+        if train:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=weight)
+        else:
+            epoch_loss = self.epoch_loss[f"{stage}_loss"]
+            epoch_loss.update(loss.detach(), weight=weight)
+            # Synced over ranks (its states are sums): the mean over every rank's items.
+            self.log(f"{stage}/loss", epoch_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=weight)
         ratio = self.padding_ratio[f"{stage}_padding"]
         ratio.update((~batch.mask).float().mean(), weight=batch.mask.numel())
         self.log(f"{stage}/padding_ratio", ratio, on_step=False, on_epoch=True, batch_size=size)
