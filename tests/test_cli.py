@@ -385,26 +385,6 @@ def test_simultaneous_runs_get_distinct_run_dirs(tmp_path: Path, sentiment_files
     assert printed == [run_dir.resolve() for run_dir in run_dirs]
 
 
-def test_multirun_sweep_writes_one_job_dir_per_value(tmp_path: Path, sentiment_files: dict[str, Path]) -> None:
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "train",
-        "-m",
-        "seed=1,2",
-        *text_csv_args(sentiment_files["train"]),
-        *FAST_OVERRIDES,
-        f"hydra.sweep.dir={sweep_dir}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, describe(result)
-    for job, seed in ((0, 1), (1, 2)):
-        job_dir = sweep_dir / str(job)
-        assert read_json(job_dir / "metrics.json")["status"] == "completed"
-        assert read_json(job_dir / "run_info.json")["seed"] == seed
-        assert f"seed={seed}" in (job_dir / ".hydra/overrides.yaml").read_text()
-    assert not (tmp_path / "outputs").exists(), "hydra.sweep.dir must replace outputs/multiruns/"
-
-
 # =============================================================================================
 # User mistakes: exit != 0, one clear message on stderr, no traceback
 # =============================================================================================

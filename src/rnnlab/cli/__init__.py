@@ -1,1 +1,1 @@
-"""Command-line entry points (Hydra apps): rnnlab-train, rnnlab-eval, rnnlab-predict."""
+"""Command-line entry points: rnnlab-train, rnnlab-eval, rnnlab-predict (Hydra apps) and rnnlab-report (argparse)."""

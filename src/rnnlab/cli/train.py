@@ -32,7 +32,7 @@ from rnnlab.cli.common import CONFIG_DIR, find_user_error, report_user_errors
 from rnnlab.cli.run_files import now_iso, run_info, write_json
 from rnnlab.errors import UserError
 from rnnlab.sweeps.jobs import SweepJob, current_sweep_job, placed
-from rnnlab.sweeps.optuna_search import OptunaPruning, job_trial
+from rnnlab.sweeps.optuna_search import OptunaPruning, check_direction, job_trial
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +109,13 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any], job: SweepJob | None =
     trial = job_trial(HydraConfig.get(), job.number) if job is not None else None
     pruning = OptunaPruning(trial, monitor) if trial is not None else None
     if pruning is not None:
+        check_direction(trial, monitor, mode)
         callbacks.append(pruning)
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
     # default_root_dir: where tasks write their reports (e.g. the tagger's test_report.json).
     # A job that SLURM starts through submitit: submitit requeues it (resume=true), not Lightning.
-    plugins = [SLURMEnvironment(auto_requeue=False)] if job is not None and job.scheduled else None
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.paths.output_dir, plugins=plugins)
+    scheduled = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if job is not None and job.scheduled else {}
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.paths.output_dir, **scheduled)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

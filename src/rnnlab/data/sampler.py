@@ -135,6 +135,11 @@ class BucketBatchSampler(Sampler[list[int]]):
                 f"data.batch_size={self._batch_size} is the global batch, split evenly across processes: "
                 f"it must be divisible by the number of processes ({replicas})"
             )
+        if replicas > 1 and not self.shuffle and self._batch_size < replicas:
+            raise UserError(
+                f"data.eval_batch_size={self._batch_size} is the global evaluation batch, shared among processes: "
+                f"it must be at least the number of processes ({replicas})"
+            )
         if replicas > 1 and not self.shuffle and len(self._lengths) < replicas:
             raise UserError(
                 f"an evaluation split of {len(self._lengths)} examples cannot be shared among {replicas} processes: "

@@ -39,7 +39,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.errors import UserError
+from rnnlab.errors import UserError, check_choice
 from rnnlab.sweeps.summary import JobResult
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,9 @@ def distribution(override: Override) -> Any:
         start, stop, step = value.start, value.stop, value.step
         if all(isinstance(x, int) for x in (start, stop, step)):
             return dist.IntDistribution(int(start), int(stop) - 1, step=int(step))  # range() excludes stop
-        return dist.FloatDistribution(float(start), float(stop), step=float(step))
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return dist.IntDistribution(value.start, value.end, log=log_scale)
-        return dist.FloatDistribution(float(value.start), float(value.end), log=log_scale)
+        return dist.FloatDistribution(float(start), float(stop) - float(step), step=float(step))  # Optuna's high is included
+    if isinstance(value, IntervalSweep):  # Hydra makes interval bounds floats
+        return dist.FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
     raise UserError(f"search space {key}: use choice(...), range(...) or interval(...); got {override.input_line}")
 
 
@@ -127,7 +124,7 @@ class Outcome:
     error: str | None = None
 
 
-def read_outcome(job_return: JobReturn | None, job_dir: Path, direction: str) -> Outcome:
+def read_outcome(job_return: JobReturn | None, job_dir: Path) -> Outcome:
     """The trial's outcome from its job; ``job_return`` None: the job of an earlier sweeper."""
     if job_return is not None and job_return.status == JobStatus.FAILED:
         exc = job_return._return_value  # the exception; .return_value would re-raise it
@@ -139,12 +136,7 @@ def read_outcome(job_return: JobReturn | None, job_dir: Path, direction: str) ->
     job = JobResult(job_dir.name, job_dir, [], metrics)
     if job.status == "pruned":
         return Outcome("pruned", status="pruned")
-    metric, mode = metrics.get("optimized_metric"), metrics.get("optimized_mode")
-    if mode and MODE_DIRECTIONS.get(mode) != direction:
-        raise UserError(
-            f"hydra.sweeper.direction={direction} but the trials' optimized_metric {metric} is a metric to "
-            f"{MODE_DIRECTIONS.get(mode)}: set hydra.sweeper.direction={MODE_DIRECTIONS.get(mode)}"
-        )
+    metric = metrics.get("optimized_metric")
     value = job.value(metric) if metric else None
     if job.status == "completed" and value is not None:
         return Outcome("complete", value=value, status="completed")
@@ -164,7 +156,10 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             for trial_id in self.trial_ids:
-                self.storage.record_heartbeat(trial_id)
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a busy database: beat again next time
+                    log.warning(f"heartbeat of trial id {trial_id} not recorded: {exc}")
             if self._stop.wait(self.seconds):
                 return
 
@@ -207,8 +202,7 @@ class OptunaSearch:
         heartbeat_seconds: int,
         max_retry: int,
     ) -> None:
-        if direction not in DIRECTIONS:
-            raise UserError(f"hydra.sweeper.direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}")
+        check_choice("hydra.sweeper.direction", direction, DIRECTIONS)
         if n_trials < 1 or n_jobs < 1:
             raise UserError(f"hydra.sweeper.n_trials and n_jobs must be >= 1; got {n_trials} and {n_jobs}")
         self.study_name = study_name
@@ -256,7 +250,7 @@ class OptunaSearch:
         from optuna.trial import TrialState
 
         trials = study.get_trials(deepcopy=False)
-        retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials} - {None}
+        retried = {number for t in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
         finished = sum(t.state.is_finished() and t.number not in retried for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         return self.n_trials - finished - running, running
@@ -282,8 +276,7 @@ class OptunaSearch:
                     break
                 time.sleep(self.heartbeat_seconds)  # trials of another process: wait for them to end or go stale
                 continue
-            trials = [study.ask(distributions) for _ in range(min(self.n_jobs, to_start))]
-            self.run_trials(study, launcher, trials, fixed, sweep_dir)
+            self.run_trials(study, launcher, distributions, min(self.n_jobs, to_start), fixed, sweep_dir)
         self.log_best(study)
 
     def settle_stale_trials(self, study: Any, sweep_dir: Path) -> None:
@@ -295,22 +288,32 @@ class OptunaSearch:
         # Optuna exposes only fail_stale_trials, which would fail (and redo) finished jobs too.
         for trial_id in storage._get_stale_trial_ids(study._study_id):
             trial = storage.get_trial(trial_id)
-            outcome = read_outcome(None, sweep_dir / str(trial.number), self.direction)
+            outcome = read_outcome(None, sweep_dir / str(trial.number))
             if outcome.status in ("completed", "pruned", "diverged"):
                 self.tell(study, optuna.trial.Trial(study, trial_id), outcome)
         optuna.storages.fail_stale_trials(study)
 
-    def run_trials(self, study: Any, launcher: Launcher, trials: list[Any], fixed: Sequence[str], sweep_dir: Path) -> None:
-        with self.interrupted_trials_retried(study, trials), Heartbeat(study._storage, [t._trial_id for t in trials], self.heartbeat_seconds):
-            for run in consecutive_runs(trials):
-                returns = launcher.launch([trial_overrides(t, fixed) for t in run], initial_job_idx=run[0].number)
-                for trial, job_return in zip(run, returns):
-                    self.tell(study, trial, read_outcome(job_return, sweep_dir / str(trial.number), self.direction))
+    def run_trials(self, study: Any, launcher: Launcher, distributions: dict[str, Any], count: int, fixed: Sequence[str], sweep_dir: Path) -> None:
+        """Ask ``count`` trials, run them as one launch (per run of consecutive numbers), tell each."""
+        trials: list[Any] = []
+        with self.interrupted_trials_retried(study, trials, sweep_dir):
+            for _ in range(count):
+                trials.append(study.ask(distributions))
+                study._storage.record_heartbeat(trials[-1]._trial_id)  # live from its first moment
+            with Heartbeat(study._storage, [t._trial_id for t in trials], self.heartbeat_seconds):
+                self.launch_and_tell(study, launcher, trials, fixed, sweep_dir)
+
+    def launch_and_tell(self, study: Any, launcher: Launcher, trials: list[Any], fixed: Sequence[str], sweep_dir: Path) -> None:
+        for run in consecutive_runs(trials):
+            returns = launcher.launch([trial_overrides(t, fixed) for t in run], initial_job_idx=run[0].number)
+            for trial, job_return in zip(run, returns):
+                self.tell(study, trial, read_outcome(job_return, sweep_dir / str(trial.number)))
 
     @contextmanager
-    def interrupted_trials_retried(self, study: Any, trials: Sequence[Any]) -> Iterator[None]:
-        """On Ctrl-C (or any error of the sweeper itself) fail the unfinished trials now and queue
-        their retries, instead of leaving them to go stale."""
+    def interrupted_trials_retried(self, study: Any, trials: Sequence[Any], sweep_dir: Path) -> Iterator[None]:
+        """On Ctrl-C (or any error of the sweeper itself) settle the unfinished trials now rather
+        than leaving them to go stale: those whose job had finished are recorded from its
+        metrics.json, the others failed and queued for a retry."""
         from optuna.storages import RetryHeartbeatStaleTrialCallback
         from optuna.trial import TrialState
 
@@ -319,23 +322,30 @@ class OptunaSearch:
         except BaseException:
             retry = RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
             for trial in trials:
-                frozen = study._storage.get_trial(trial._trial_id)
-                if frozen.state == TrialState.RUNNING:
-                    study.tell(trial, state=TrialState.FAIL)
+                if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+                    continue
+                outcome = read_outcome(None, sweep_dir / str(trial.number))
+                if outcome.status in ("completed", "pruned", "diverged"):
+                    self.tell(study, trial, outcome)
+                else:
+                    self.tell(study, trial, Outcome("fail", status="interrupted", error="the search was interrupted"))
                     retry(study, study._storage.get_trial(trial._trial_id))
             raise
 
     def tell(self, study: Any, trial: Any, outcome: Outcome) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        trial.set_user_attr("status", outcome.status)
-        if outcome.error:
-            trial.set_user_attr("error", outcome.error[:500])
         try:
+            trial.set_user_attr("status", outcome.status)
+            if outcome.error:
+                trial.set_user_attr("error", outcome.error[:500])
             if outcome.state == "complete":
-                study.tell(trial, outcome.value)
+                study.tell(trial, outcome.value, skip_if_finished=True)
             else:
-                study.tell(trial, state=TrialState.PRUNED if outcome.state == "pruned" else TrialState.FAIL)
+                study.tell(trial, state=TrialState.PRUNED if outcome.state == "pruned" else TrialState.FAIL, skip_if_finished=True)
+        except UpdateFinishedTrialError:  # another sweeper of the study settled it first
+            return
         except RuntimeError as exc:
             # A sampler that has covered its space (GridSampler) calls study.stop(), which only works
             # inside study.optimize; the trial is recorded by then.
@@ -385,12 +395,25 @@ class OptunaPruning(L.Callback):
         return self.pruned_at_epoch is not None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics or trainer.global_rank != 0:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
-        value = float(trainer.callback_metrics[self.monitor])
-        if not math.isfinite(value):
-            return
-        self.trial.report(value, step=trainer.current_epoch)
-        if self.trial.should_prune():
+        value = float(trainer.callback_metrics[self.monitor])  # synced: the same on every rank
+        prune = False
+        if trainer.is_global_zero and math.isfinite(value):
+            self.trial.report(value, step=trainer.current_epoch)
+            prune = self.trial.should_prune()
+        # Under DDP (a SLURM job) every rank must stop together, or the others wait forever.
+        if trainer.strategy.broadcast(prune, src=0):
             self.pruned_at_epoch = trainer.current_epoch
             trainer.should_stop = True
+
+
+def check_direction(trial: Any, monitor: str, mode: str) -> None:
+    """Before a trial trains: its metric must go the study's way (val/acc: maximize)."""
+    wanted = MODE_DIRECTIONS[mode]
+    direction = trial.study.direction.name.lower()
+    if wanted != direction:
+        raise UserError(
+            f"the search {direction}s but optimized_metric={monitor} is a metric to {wanted}: set "
+            f"hydra.sweeper.direction={wanted} (with a new hydra.sweeper.study_name: a study keeps its direction)"
+        )

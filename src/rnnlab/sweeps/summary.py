@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from rnnlab.markdown import markdown_table
+
 #: metrics.json statuses; ``missing``: a job directory without one (the job was killed).
 STATUSES = ("completed", "pruned", "diverged", "failed", "missing")
 SUMMARY_MARKDOWN = "sweep_summary.md"
@@ -40,13 +42,24 @@ class JobResult:
         value = self.metrics.get(name)
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
+    @property
+    def error(self) -> str:
+        """The recorded error on one line (at most 200 characters); empty when there is none."""
+        return str(self.metrics.get("error", "")).replace("\n", " ")[:200]
 
-def job_sort_key(job: JobResult) -> tuple[int, int | str]:
-    return (0, int(job.job)) if job.job.isdigit() else (1, job.job)
+
+def job_sort_key(job: JobResult) -> tuple[tuple[int, int | str], ...]:
+    """Numbered jobs in number order, then named ones; path by path (``sweep/2`` before ``sweep/10``)."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in job.job.split("/"))
 
 
 def collect_jobs(sweep_dir: Path) -> list[JobResult]:
-    """Every job directory under ``sweep_dir`` (any ``hydra.sweep.subdir`` layout), in job order."""
+    """Every run directory under ``sweep_dir`` (any ``hydra.sweep.subdir`` layout), in job order.
+
+    A run directory is one with ``.hydra/overrides.yaml``, at any depth, so ``sweep_dir`` may also
+    be a tree of runs and sweeps (``outputs/``) or a single run directory. Each is named by its path
+    relative to ``sweep_dir`` (its own name when it is ``sweep_dir`` itself).
+    """
     jobs = []
     for overrides_file in sweep_dir.glob("**/.hydra/overrides.yaml"):
         directory = overrides_file.parent.parent
@@ -55,7 +68,8 @@ def collect_jobs(sweep_dir: Path) -> list[JobResult]:
             metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             metrics = {}
-        jobs.append(JobResult(directory.relative_to(sweep_dir).as_posix(), directory, [str(o) for o in overrides], metrics))
+        name = directory.relative_to(sweep_dir).as_posix() if directory != sweep_dir else directory.resolve().name
+        jobs.append(JobResult(name, directory, [str(o) for o in overrides], metrics))
     return sorted(jobs, key=job_sort_key)
 
 
@@ -109,7 +123,7 @@ class SweepSummary:
             if test_metric:
                 row[test_metric] = format_value(job.value(test_metric))
             row["best"] = "*" if job is best else ""
-            row["error"] = str(job.metrics.get("error", "")).replace("\n", " ")[:200]
+            row["error"] = job.error
             rows.append(row)
         return rows
 
@@ -130,8 +144,7 @@ class SweepSummary:
             return "(no jobs)\n"
         header = list(rows[0])
         lines = [f"Overrides of every job: {' '.join(self.common_overrides)}", ""] if self.common_overrides else []
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row[key].replace("|", "\\|") for key in header) + " |" for row in rows]
+        lines.append(markdown_table(header, [[row[key] for key in header] for row in rows]))
         return "\n".join(lines) + "\n"
 
     def write(self) -> tuple[Path, Path]:

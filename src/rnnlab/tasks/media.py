@@ -15,6 +15,10 @@ import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from matplotlib.figure import Figure
 
+from rnnlab.markdown import markdown_table
+
+__all__ = ["attention_figure", "forecast_figure", "log_figure", "log_text", "markdown_table", "tensorboard_writers"]
+
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -22,24 +26,6 @@ if TYPE_CHECKING:
 def tensorboard_writers(loggers: Iterable[Logger]) -> list[SummaryWriter]:
     """The ``SummaryWriter`` of every :class:`TensorBoardLogger` in ``loggers`` (others ignored)."""
     return [logger.experiment for logger in loggers if isinstance(logger, TensorBoardLogger)]
-
-
-def _cell(text: str) -> str:
-    # Backslashes first, so that the one escaping a pipe is not itself escaped; <br> is the only
-    # line break a table cell can hold (TensorBoard's sanitizer keeps it).
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
-    return text.replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table. Cells stay Markdown (``**bold**`` works), but pipes and backslashes are
-    literal and line breaks become ``<br>``, so no cell text can break the table's layout."""
-    lines = [f"| {' | '.join(map(_cell, header))} |", f"|{'---|' * len(header)}"]
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(f"a table row has {len(row)} cells, the header {len(header)}: {row!r}")
-        lines.append(f"| {' | '.join(map(_cell, row))} |")
-    return "\n".join(lines)
 
 
 def log_text(loggers: Iterable[Logger], tag: str, text: str, step: int) -> None:
