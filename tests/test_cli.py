@@ -90,6 +90,38 @@ def trained_run(workdir: Path, data_files: dict[str, Path]) -> Run:
     return {"dir": run_dir, "result": result, "metrics": read_json(run_dir / "metrics.json")}
 
 
+def test_same_config_and_seed_give_identical_metrics(workdir: Path, data_files: dict[str, Path], trained_run: Run) -> None:
+    """Determinism on CPU: seeded Python/NumPy/torch/DataLoader workers and the bucketed sampler,
+    deterministic algorithms on (trainer.deterministic=warn): every metric equal to the last bit."""
+    run_dir = workdir / "train_run_again"
+    result = run_script(
+        "rnnlab-train",
+        *text_csv_args(data_files["train"], data_files["val"], data_files["test"]),
+        *LEARNING_OVERRIDES,
+        f"seed={SEED}",
+        f"hydra.run.dir={run_dir}",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, describe(result)
+    again = read_json(run_dir / "metrics.json")
+    numbers = {k: v for k, v in trained_run["metrics"].items() if isinstance(v, (int, float))}
+    assert numbers and {k: again[k] for k in numbers} == numbers
+
+
+def test_load_run_gives_the_trained_model_config_and_data_in_python(trained_run: Run) -> None:
+    import lightning as L
+
+    import rnnlab
+
+    run = rnnlab.load_run(trained_run["dir"])
+    assert run.config.seed == SEED and run.metrics == trained_run["metrics"]
+    assert not run.model.training and run.checkpoint.name == "best.ckpt"
+    run.datamodule.setup("test")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    results = trainer.test(run.model, datamodule=run.datamodule, verbose=False)[0]
+    assert results["test/acc"] == pytest.approx(trained_run["metrics"]["test/acc"], abs=1e-6)
+
+
 def test_train_run_dir_holds_every_contract_file(trained_run: Run) -> None:
     run_dir: Path = trained_run["dir"]
     for relative in (

@@ -29,7 +29,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from rnnlab.callbacks import BestValidationMetrics, DivergenceMonitor
 from rnnlab.cli.common import CONFIG_DIR, find_user_error, report_user_errors
-from rnnlab.cli.run_files import now_iso, run_info, write_json
+from rnnlab.cli.run_files import now_iso, write_json, write_run_info
 from rnnlab.errors import UserError
 from rnnlab.sweeps.jobs import SweepJob, current_sweep_job, placed
 from rnnlab.sweeps.optuna_search import OptunaPruning, check_direction, job_trial
@@ -160,7 +160,7 @@ def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:
         if rank_zero_only.rank == 0:  # under DDP every rank runs this function
             extra = {"sweep_job": placement.as_record()} if placement is not None else {}
             write_json(run_dir / "metrics.json", record)
-            write_json(run_dir / "run_info.json", run_info(cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock, **extra))
+            write_run_info(run_dir, cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock, **extra)
     return record
 
 
