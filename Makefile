@@ -20,11 +20,13 @@ $(STAMP): pyproject.toml
 train: setup
 	$(BIN)/rnnlab-train $(ARGS)
 
+# One test process per core (pytest-xdist), one torch thread each: most of the suite is CLI
+# subprocesses whose start-up (importing torch and Lightning) runs on one core.
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto $(PYTEST_ARGS)
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto -m slow $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs/runs outputs/multiruns outputs/evals
