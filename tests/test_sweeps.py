@@ -217,7 +217,7 @@ def test_grid_sweep_records_failed_and_diverged_jobs_and_goes_on(tmp_path: Path)
     assert "job 1 (" in mixed.stderr or "job 1 (" in mixed.stdout, "the failed job is named"
 
 
-@pytest.mark.parametrize("launcher", ["joblib", pytest.param("submitit_local", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_sweep_gives_each_running_job_its_own_device(tmp_path: Path, launcher: str) -> None:
     """A simulated pool of 2 devices and 3 jobs at once (DataLoader workers on): every job
     runs, with cores // 3 threads, and no two jobs hold one device at overlapping times."""
