@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 import sys
@@ -47,6 +48,27 @@ def _run_suffix() -> str:
 # Cached per config object, so hydra.run.dir resolves to the same path everywhere in one run.
 if not OmegaConf.has_resolver("run_suffix"):
     OmegaConf.register_new_resolver("run_suffix", _run_suffix, use_cache=True)
+
+
+def _resume_run_dir(ckpt_path: str | None, new_run_dir: str) -> str:
+    """hydra.run.dir: the run of ``ckpt_path`` (``<run>/checkpoints/x.ckpt``) when that run did not
+    finish (killed or failed), so that resuming continues its directory and TensorBoard run;
+    else ``new_run_dir``. Continuing from a finished run's checkpoint starts a new directory."""
+    if not ckpt_path:
+        return new_run_dir
+    checkpoint = Path(str(ckpt_path))
+    run_dir = checkpoint.parent.parent
+    if checkpoint.parent.name != "checkpoints" or not (run_dir / ".hydra").is_dir():
+        return new_run_dir
+    try:
+        status = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError):
+        status = None
+    return new_run_dir if status in ("completed", "diverged", "pruned") else str(run_dir)
+
+
+if not OmegaConf.has_resolver("resume_run_dir"):
+    OmegaConf.register_new_resolver("resume_run_dir", _resume_run_dir, use_cache=True)
 
 
 def find_user_error(exc: BaseException) -> BaseException | None:

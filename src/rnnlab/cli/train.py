@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.tensorboard.summary import hparams
 
-from rnnlab.callbacks import BestValidationMetrics, DivergenceMonitor
+from rnnlab.callbacks import BestValidationMetrics, DivergenceMonitor, ExactResume
 from rnnlab.cli.common import CONFIG_DIR, find_user_error, report_user_errors
 from rnnlab.cli.run_files import now_iso, write_json, write_run_info
 from rnnlab.errors import UserError
@@ -105,7 +105,8 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any], job: SweepJob | None =
         cfg.optimized_metric = monitor  # callbacks' ${optimized_metric} resolve to the task's default
 
     best_val, divergence = BestValidationMetrics(monitor, mode), DivergenceMonitor()
-    callbacks = [*build_callbacks(cfg.get("callbacks"), monitor, mode), best_val, divergence]
+    exact_resume = ExactResume(own_last, seed=cfg.seed)  # SIGTERM/Ctrl-C: last.ckpt mid-epoch, resumable exactly
+    callbacks = [*build_callbacks(cfg.get("callbacks"), monitor, mode), best_val, divergence, exact_resume]
     trial = job_trial(HydraConfig.get(), job.number) if job is not None else None
     pruning = OptunaPruning(trial, monitor) if trial is not None else None
     if pruning is not None:

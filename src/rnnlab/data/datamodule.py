@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from rnnlab.data.collate import SequenceCollator
@@ -60,6 +61,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.test_file = test_file
         self.vocab: Vocab | None = None
         self.datasets: dict[str, list[Example]] = {}
+        # (epoch, batches already trained) for the next training loader: a run resumed mid-epoch.
+        self._resume_position: tuple[int, int] | None = None
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -148,8 +151,23 @@ class SequenceDataModule(L.LightningDataModule):
         )
         return DataLoader(examples, batch_sampler=sampler, **common)
 
+    def resume_training_at(self, epoch: int, batches_done: int) -> None:
+        """Start the next training loader at batch ``batches_done`` of epoch ``epoch``'s order (a
+        run resumed mid-epoch: rnnlab.callbacks.resume). Applied before any batch is drawn, even
+        by DataLoader workers that prefetch when the loader's iterator is created."""
+        self._resume_position = (epoch, batches_done)
+
     def train_dataloader(self) -> DataLoader:
-        return self.dataloader("train", shuffle=True)
+        loader = self.dataloader("train", shuffle=True)
+        if self._resume_position is not None:
+            epoch, done = self._resume_position
+            self._resume_position = None
+            if not isinstance(loader.batch_sampler, BucketBatchSampler) or not hasattr(loader.batch_sampler, "skip_batches"):
+                rank_zero_warn("this training loader cannot skip batches: the resumed epoch starts again from its first batch")
+                return loader
+            loader.batch_sampler.set_epoch(epoch)
+            loader.batch_sampler.skip_batches = done
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self.dataloader("val", shuffle=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -78,6 +79,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        # Batches of this rank to leave out at the start of the next iteration only: a run resumed
+        # mid-epoch continues with the batch it stopped before (rnnlab.callbacks.resume).
+        self.skip_batches = 0
 
     @property
     def sampler(self) -> BucketBatchSampler:
@@ -90,10 +94,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         replicas, rank = self._world()
-        for batch in self._batches():
-            share = rank_share(batch, replicas, rank, pad=self.shuffle)
-            if share:
-                yield share
+        skip, self.skip_batches = self.skip_batches, 0
+        shares = (rank_share(batch, replicas, rank, pad=self.shuffle) for batch in self._batches())
+        yield from itertools.islice((share for share in shares if share), skip, None)
 
     def __len__(self) -> int:
         n, size = len(self._lengths), self._batch_size
