@@ -74,10 +74,8 @@ def data_files(workdir: Path) -> dict[str, Path]:
     return {split: write_csv(workdir / "data" / f"{split}.csv", rows) for split, rows in sentiment_splits().items()}
 
 
-@pytest.fixture(scope="module")
-def trained_run(workdir: Path, data_files: dict[str, Path]) -> Run:
-    """Train once with the installed ``rnnlab-train`` console script; returns the run dir and output."""
-    run_dir = workdir / "train_run"
+def train_sentiment(workdir: Path, data_files: dict[str, Path], run_dir: Path) -> Run:
+    """Train the tiny sentiment task with the installed ``rnnlab-train`` console script."""
     result = run_script(
         "rnnlab-train",
         *text_csv_args(data_files["train"], data_files["val"], data_files["test"]),
@@ -90,20 +88,16 @@ def trained_run(workdir: Path, data_files: dict[str, Path]) -> Run:
     return {"dir": run_dir, "result": result, "metrics": read_json(run_dir / "metrics.json")}
 
 
+@pytest.fixture(scope="module")
+def trained_run(workdir: Path, data_files: dict[str, Path]) -> Run:
+    """Train once; shared by the tests below (returns the run dir, output and metrics)."""
+    return train_sentiment(workdir, data_files, workdir / "train_run")
+
+
 def test_same_config_and_seed_give_identical_metrics(workdir: Path, data_files: dict[str, Path], trained_run: Run) -> None:
     """Determinism on CPU: seeded Python/NumPy/torch/DataLoader workers and the bucketed sampler,
     deterministic algorithms on (trainer.deterministic=warn): every metric equal to the last bit."""
-    run_dir = workdir / "train_run_again"
-    result = run_script(
-        "rnnlab-train",
-        *text_csv_args(data_files["train"], data_files["val"], data_files["test"]),
-        *LEARNING_OVERRIDES,
-        f"seed={SEED}",
-        f"hydra.run.dir={run_dir}",
-        cwd=workdir,
-    )
-    assert result.returncode == 0, describe(result)
-    again = read_json(run_dir / "metrics.json")
+    again = train_sentiment(workdir, data_files, workdir / "train_run_again")["metrics"]
     numbers = {k: v for k, v in trained_run["metrics"].items() if isinstance(v, (int, float))}
     assert numbers and {k: again[k] for k in numbers} == numbers
 
