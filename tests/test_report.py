@@ -210,3 +210,27 @@ def test_rnnlab_report_command_prints_markdown_and_writes_every_format_and_plot(
     assert result.stdout == (out / "report.md").read_text() and result.stdout.startswith(f"# Results: {tree}")
     assert sorted(path.name for path in out.iterdir()) == ["bar_test_acc.png", "bar_val_acc.png", "curves_val_acc.png", "report.csv", "report.md", "report.tex"]
     assert result.stderr.startswith("rnnlab-report: wrote ")
+
+
+def test_results_md_is_generated_from_the_recipes_of_a_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnlab.reports.results import results_markdown
+
+    sweep = tmp_path / "outputs/results/demo"
+    for seed, acc in ((1, 0.8), (2, 0.9)):
+        write_run(sweep / str(seed - 1), ["experiment=demo", "model/backbone=gru", f"seed={seed}"], completed(**{"test/acc": acc}))
+        (sweep / str(seed - 1) / "run_info.json").write_text(json.dumps({"wall_seconds": 90, "hardware": {"processor": "Test CPU", "cpu_count": 2, "cuda_devices": []}}))
+    write_run(sweep / "2", ["experiment=demo", "model/backbone=rnn", "seed=1"], completed(**{"test/acc": 0.5}))
+    spec = tmp_path / "results.yaml"
+    spec.write_text(
+        "recipes:\n  - title: Demo task\n    command: rnnlab-train -m experiment=demo\n    sweep_dir: outputs/results/demo\n"
+        "    metrics: [test/acc]\n    reference: 'Someone (2020): 0.85'\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    text = results_markdown(Path("results.yaml"))
+    assert "## Demo task" in text and "`rnnlab-train -m experiment=demo`" in text and "Reference: Someone (2020): 0.85" in text
+    assert "| model/backbone=gru | 2 | **0.85 ± 0.07071** |" in text and "| model/backbone=rnn | 1 | 0.5 |" in text
+    assert "Wall time: 3.0 min for 3 runs (Test CPU (2 cores), no GPU)." in text
+
+    (tmp_path / "outputs/results/demo").rename(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="run `rnnlab-train -m experiment=demo` first"):
+        results_markdown(Path("results.yaml"))

@@ -1,4 +1,5 @@
 """rnnlab-report DIR [--group-by KEYS] [--metrics NAMES] [--format md|csv|latex|all] [--out DIR] [--plot]
+rnnlab-report --results results.yaml [--out RESULTS.md]
 
 Aggregates every run under DIR (single runs, sweep jobs, search trials: any directory with
 ``.hydra/overrides.yaml``) into one table, mean ± std over the runs that differ only in ``seed``,
@@ -35,7 +36,13 @@ def parser() -> argparse.ArgumentParser:
         description="Aggregate runs and sweeps under DIR into a results table (mean ± std over seeds) and plots.",
         epilog="Example: rnnlab-report outputs/multiruns/2025-01-01_12-00-00_abc123 --metrics test/acc,val/acc --plot",
     )
-    parser.add_argument("dir", type=Path, metavar="DIR", help="a run, a sweep, or any directory of them (e.g. outputs/)")
+    parser.add_argument("dir", type=Path, metavar="DIR", nargs="?", help="a run, a sweep, or any directory of them (e.g. outputs/)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        metavar="SPEC",
+        help="instead of DIR: write RESULTS.md (or --out FILE) from the recipes of SPEC (e.g. results.yaml)",
+    )
     parser.add_argument(
         "--group-by",
         type=comma_list,
@@ -83,11 +90,25 @@ def report(args: argparse.Namespace) -> list[Path]:
     return written
 
 
+def results(args: argparse.Namespace) -> list[Path]:
+    """RESULTS.md from a results spec (rnnlab.reports.results)."""
+    from rnnlab.reports.results import results_markdown
+
+    path = args.out or Path("RESULTS.md")
+    text = results_markdown(args.results)
+    path.write_text(text, encoding="utf-8")
+    print(text, end="", flush=True)
+    return [path]
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script. A user mistake (no runs, unknown metric or key) is one line on stderr, exit 2."""
-    args = parser().parse_args(argv)
+    command = parser()
+    args = command.parse_args(argv)
+    if (args.dir is None) == (args.results is None):
+        command.error("give either DIR or --results SPEC")
     try:
-        written = report(args)
+        written = results(args) if args.results is not None else report(args)
     except UserError as exc:  # as rnnlab.cli.common.report_user_errors, without importing torch
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
