@@ -42,7 +42,8 @@ def test_a_run_killed_mid_training_resumes_to_identical_metrics(tmp_path: Path) 
     killed.send_signal(signal.SIGTERM)
     _, killed_err = killed.communicate(timeout=CLI_TIMEOUT)
     assert killed.returncode != 0
-    assert json.loads((killed_dir / "metrics.json").read_text())["status"] == "failed"
+    record = json.loads((killed_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("interrupted: SIGTERM: saved"), record
     assert "SIGTERM: saved" in killed_err, killed_err[-3000:]
 
     resumed = subprocess.run(

@@ -122,9 +122,6 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any], job: SweepJob | None =
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     # epoch and best_epoch count from 0, as in checkpoints and TensorBoard; epoch = last completed.
     record.update(best_val.best, epoch=trainer.current_epoch - 1, global_step=trainer.global_step, best_epoch=best_val.best_epoch)
-    if trainer.interrupted:
-        record["error"] = "interrupted"
-        return
     if pruning is not None and pruning.pruned:  # an unpromising Optuna trial: not worth testing
         record.update(status="pruned", pruned_at_epoch=pruning.pruned_at_epoch)
         return
@@ -155,7 +152,9 @@ def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:
             fit_and_test(cfg, record, job)
     except BaseException as exc:
         record["status"] = "failed"
-        record["error"] = f"{type(exc).__name__}: {exc}"
+        # Lightning turns Ctrl-C / SIGTERM (rnnlab.callbacks.resume) into SystemExit(1): name the cause.
+        cause = exc.__context__ if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt) else exc
+        record["error"] = f"interrupted: {cause}" if isinstance(cause, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         raise
     finally:
         if rank_zero_only.rank == 0:  # under DDP every rank runs this function
