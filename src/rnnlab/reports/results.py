@@ -84,12 +84,15 @@ def recipe_section(recipe: Recipe) -> str:
         raise UserError(f"{recipe.sweep_dir}: no such sweep directory; run `{recipe.command}` first")
     report = build_report(recipe.sweep_dir, metrics=recipe.metrics)
     rows = []
+    scored = {metric: [g for g in report.groups if report.stats(g, metric)] for metric in report.metrics}
     for group in report.groups:
         row = [group.label or "(recipe defaults)", str(len(group.counted))]
         for metric in report.metrics:
             stats = report.stats(group, metric)
             text = NO_VALUE if stats is None else format_mean(stats, "±")
-            row.append(f"**{text}**" if stats is not None and group in report.best[metric] else text)
+            # A tie of every configuration (e.g. a baseline column) marks nothing.
+            best = group in report.best[metric] and len(report.best[metric]) < len(scored[metric])
+            row.append(f"**{text}**" if best else text)
         rows.append(row)
     minutes = wall_seconds(report) / 60
     lines = [
