@@ -336,6 +336,7 @@ def test_shipped_searches_compose_into_a_search_space(search: str) -> None:
     assert (cfg.optimized_metric, sweeper.direction) in (("val/acc", "maximize"), ("val/ter", "minimize"))
     distributions, _ = search_space(OmegaConf.to_container(sweeper.params), [], OverridesParser.create())
     assert len(distributions) >= 4 and "model.optimizer.lr" in distributions
+    assert "seed" not in distributions, "a recipe's seed sweep is not a search dimension"
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "submitit_slurm"])
