@@ -5,7 +5,12 @@ On the signal, training goes on to the start of the next training batch, saves
 the Python, NumPy and torch RNG states), then stops. ``rnnlab-train ckpt_path=<run>/checkpoints/last.ckpt``
 restores it: Lightning restarts the epoch at the saved batch index, the data module's bucketed
 sampler skips the batches already trained on (its order is a function of seed and epoch) and the
-RNG states go back, so dropout masks and everything after match an uninterrupted run.
+RNG states go back, so dropout masks and everything after match an uninterrupted run. Every
+epoch's random streams start from (seed, epoch), and validation leaves them as it found them, so
+that when DataLoader iterators are created (which draws from the torch RNG) does not matter.
+
+Under DDP every rank must receive the signal (SLURM and torchrun signal them all), since saving
+a checkpoint is collective.
 """
 
 from __future__ import annotations
