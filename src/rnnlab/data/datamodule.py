@@ -162,7 +162,7 @@ class SequenceDataModule(L.LightningDataModule):
         if self._resume_position is not None:
             epoch, done = self._resume_position
             self._resume_position = None
-            if not isinstance(loader.batch_sampler, BucketBatchSampler) or not hasattr(loader.batch_sampler, "skip_batches"):
+            if not isinstance(loader.batch_sampler, BucketBatchSampler):
                 rank_zero_warn("this training loader cannot skip batches: the resumed epoch starts again from its first batch")
                 return loader
             loader.batch_sampler.set_epoch(epoch)

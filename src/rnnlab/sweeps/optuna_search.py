@@ -287,11 +287,17 @@ class OptunaSearch:
         storage = study._storage
         # Optuna exposes only fail_stale_trials, which would fail (and redo) finished jobs too.
         for trial_id in storage._get_stale_trial_ids(study._study_id):
-            trial = storage.get_trial(trial_id)
-            outcome = read_outcome(None, sweep_dir / str(trial.number))
-            if outcome.status in ("completed", "pruned", "diverged"):
-                self.tell(study, optuna.trial.Trial(study, trial_id), outcome)
+            self.record_finished_job(study, optuna.trial.Trial(study, trial_id), sweep_dir)
         optuna.storages.fail_stale_trials(study)
+
+    def record_finished_job(self, study: Any, trial: Any, sweep_dir: Path) -> bool:
+        """Tell a still-RUNNING trial's outcome from its job's metrics.json when that job had
+        finished (its sweeper died before telling); False when it had not."""
+        outcome = read_outcome(None, sweep_dir / str(trial.number))
+        if outcome.status not in ("completed", "pruned", "diverged"):
+            return False
+        self.tell(study, trial, outcome)
+        return True
 
     def run_trials(self, study: Any, launcher: Launcher, distributions: dict[str, Any], count: int, fixed: Sequence[str], sweep_dir: Path) -> None:
         """Ask ``count`` trials, run them as one launch (per run of consecutive numbers), tell each."""
@@ -324,10 +330,7 @@ class OptunaSearch:
             for trial in trials:
                 if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
                     continue
-                outcome = read_outcome(None, sweep_dir / str(trial.number))
-                if outcome.status in ("completed", "pruned", "diverged"):
-                    self.tell(study, trial, outcome)
-                else:
+                if not self.record_finished_job(study, trial, sweep_dir):
                     self.tell(study, trial, Outcome("fail", status="interrupted", error="the search was interrupted"))
                     retry(study, study._storage.get_trial(trial._trial_id))
             raise
