@@ -199,7 +199,7 @@ def test_last_checkpoint_is_the_final_training_state(trained_run: Run) -> None:
 
 @pytest.fixture(scope="module")
 def tensorboard_events(trained_run: Run) -> EventAccumulator:
-    accumulator = EventAccumulator(str(trained_run["dir"] / "tensorboard"), size_guidance={"scalars": 0})
+    accumulator = EventAccumulator(str(trained_run["dir"] / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     accumulator.Reload()
     return accumulator
 
@@ -228,13 +228,42 @@ def test_tensorboard_has_contract_scalars(tensorboard_events: EventAccumulator, 
     assert test_acc.value == pytest.approx(metrics["test/acc"], abs=1e-6)
 
 
+def test_tensorboard_has_the_default_diagnostics_and_classification_media(tensorboard_events: EventAccumulator, trained_run: Run) -> None:
+    """callbacks=default: gradient health and throughput scalars every log_every_n_steps (10) steps;
+    the classifier's confusion matrices and per-class report."""
+    scalars = set(tensorboard_events.Tags()["scalars"])
+    expected = {
+        "grad/norm", "grad/norm_clipped", "grad/clipped_fraction", "grad_norm/backbone.embedding", "grad_norm/backbone.rnn.l0",
+        "throughput/train_tokens_per_s", "throughput/train_sequences_per_s", "throughput/train_step_ms",
+        "throughput/val_tokens_per_s", "throughput/test_tokens_per_s", "resources/peak_rss_mib",
+    }
+    assert expected <= scalars, f"missing {expected - scalars}"
+    assert any(tag.startswith("grad_norm/head.") for tag in scalars)
+    steps = [event.step for event in tensorboard_events.Scalars("grad/norm")]
+    assert steps == list(range(10, trained_run["metrics"]["global_step"] + 1, 10))
+    for event in tensorboard_events.Scalars("grad/norm_clipped"):  # gradient_clip_val=1.0 (trainer default)
+        assert event.value <= 1.0 + 1e-4
+    assert all(0.0 <= e.value <= 1.0 for e in tensorboard_events.Scalars("grad/clipped_fraction"))
+    assert all(e.value > 0 for e in tensorboard_events.Scalars("throughput/train_tokens_per_s"))
+    images = set(tensorboard_events.Tags()["images"])
+    assert {"val/confusion_matrix", "test/confusion_matrix"} <= images
+    assert len(tensorboard_events.Images("val/confusion_matrix")) == trained_run["metrics"]["epoch"] + 1
+    assert "test/per_class/text_summary" in tensorboard_events.Tags()["tensors"]
+    report = read_json(trained_run["dir"] / "test_report.json")["classes"]
+    assert set(report) == set(LABELS) and sum(row["support"] for row in report.values()) == 60
+
+
 def test_tensorboard_has_hparams(tensorboard_events: EventAccumulator) -> None:
     content = tensorboard_events.PluginTagToContent("hparams")
     assert hparams_metadata.SESSION_START_INFO_TAG in content, f"hparams tags: {sorted(content)}"
     start = plugin_data_pb2.HParamsPluginData.FromString(content[hparams_metadata.SESSION_START_INFO_TAG])
     hparams = start.session_start_info.hparams
+    # The keys the command line set, as typed, and the seed; not the whole config.
     assert hparams["model.backbone.hidden_size"].number_value == 16
-    assert hparams["model.backbone.cell"].string_value == "lstm"
+    assert hparams["data"].string_value == "text_csv"
+    assert hparams["seed"].number_value == SEED
+    assert "model.backbone.cell" not in hparams and "paths.output_dir" not in hparams
+    assert not any(key.startswith(("logger", "hydra")) for key in hparams)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content[hparams_metadata.EXPERIMENT_TAG])
     metric_tags = {info.name.tag for info in experiment.experiment.metric_infos}
     assert {"val/acc", "test/acc"} <= metric_tags

@@ -319,7 +319,7 @@ def test_padding_does_not_change_any_example_s_logits(
             torch.testing.assert_close(noise_padded[row], logits, atol=1e-5, rtol=1e-5)
 
 
-def test_a_small_lstm_learns_the_speakers(datamodule: JapaneseVowelsDataModule) -> None:
+def test_a_small_lstm_learns_the_speakers(datamodule: JapaneseVowelsDataModule, tmp_path: Path) -> None:
     cfg = compose_config(
         "model/backbone=lstm",
         "model.backbone.hidden_size=32",
@@ -334,7 +334,8 @@ def test_a_small_lstm_learns_the_speakers(datamodule: JapaneseVowelsDataModule) 
     )
     L.seed_everything(0)
     model = instantiate(cfg.model, data_spec=datamodule.spec)
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    # default_root_dir: where the test writes its per-class report.
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=datamodule)
     (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
     assert results["test/acc"] >= 0.8, results  # chance is 1/9; the most frequent speaker alone scores 0.24

@@ -217,6 +217,31 @@ def test_grid_sweep_records_failed_and_diverged_jobs_and_goes_on(tmp_path: Path)
     assert "job 1 (" in mixed.stderr or "job 1 (" in mixed.stdout, "the failed job is named"
 
 
+def test_sweep_runs_share_a_log_dir_and_log_their_overrides_as_hparams(tmp_path: Path) -> None:
+    """TensorBoard's HParams dashboard shows a sweep as one table: every job logs the keys the
+    sweep and the command line set (named as typed, with the job's values) and the seed, not the
+    whole config, plus its final metrics; `tensorboard --logdir <sweep dir>` finds every job."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    result = sweep(*TINY_JOB, "trainer.max_epochs=1", "logger=tensorboard", "model/backbone=rnn,gru", "model.optimizer.lr=0.01", cwd=tmp_path)
+    assert result.returncode == 0, describe(result)
+    sweep_dir = Path(tmp_path, last_line(result.stdout))
+
+    runs = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
+    runs.Reload()
+    assert sorted(runs.Runs()) == ["0/tensorboard", "1/tensorboard"]
+    for run, backbone in (("0/tensorboard", "rnn"), ("1/tensorboard", "gru")):
+        content = runs.PluginRunToTagToContent("hparams")[run]
+        start = plugin_data_pb2.HParamsPluginData.FromString(content[metadata.SESSION_START_INFO_TAG]).session_start_info
+        assert start.hparams["model/backbone"].string_value == backbone
+        assert start.hparams["model.optimizer.lr"].number_value == pytest.approx(0.01)
+        assert start.hparams["seed"].number_value == 42 and start.hparams["data.num_train"].number_value == 96
+        assert "model.backbone.cell" not in start.hparams and not any(key.startswith("logger") for key in start.hparams)
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(content[metadata.EXPERIMENT_TAG]).experiment
+        assert {"val/acc", "test/acc"} <= {info.name.tag for info in experiment.metric_infos}
+
+
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_sweep_gives_each_running_job_its_own_device(tmp_path: Path, launcher: str) -> None:
     """A simulated pool of 2 devices and 3 jobs at once (DataLoader workers on): every job

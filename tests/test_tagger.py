@@ -19,7 +19,7 @@ from rnnlab.data.tagging import truncate_word
 from rnnlab.errors import UserError
 from rnnlab.tasks import SequenceTagger
 from rnnlab.tag_schemes import extract_spans
-from rnnlab.tasks.tagging import tag_report
+from rnnlab.tasks.per_class import per_class_report
 
 BACKBONE = {
     "_target_": "rnnlab.backbones.RecurrentBackbone",
@@ -280,8 +280,8 @@ def test_loss_is_a_mean_over_tokens_and_learns(files: dict[str, Path], decoder: 
     assert (predicted[batch.mask] == batch.targets[batch.mask]).float().mean() > 0.95
 
 
-def test_tag_report_counts_per_tag() -> None:
+def test_per_class_report_counts_per_tag() -> None:
     confusion = torch.tensor([[3, 1], [0, 2]])  # gold A: 3 right, 1 as B; gold B: 2 right
-    report = tag_report(confusion, ["A", "B"])
+    report = per_class_report(confusion, ["A", "B"])
     assert report["A"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7), "support": 4}
     assert report["B"]["precision"] == pytest.approx(2 / 3) and report["B"]["recall"] == 1.0

@@ -32,3 +32,24 @@ class Batch:
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
+
+    def first(self, n: int) -> Batch:
+        """The first ``n`` examples (all of them when ``n >= len(self)``); extras that hold one entry
+        per example (tensors with B rows, lists of B items) are cut alike, others kept as they are.
+        Padding beyond the kept examples' lengths stays: models must not depend on it."""
+        size = len(self)
+
+        def cut(value: Any) -> Any:
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == size:
+                return value[:n]
+            if isinstance(value, list) and len(value) == size:
+                return value[:n]
+            return value
+
+        return Batch(
+            self.inputs[:n],
+            self.lengths[:n],
+            self.mask[:n],
+            None if self.targets is None else self.targets[:n],
+            {key: cut(value) for key, value in self.extras.items()},
+        )

@@ -15,19 +15,24 @@
 (cuDNN), on CPU each layer and direction on the padded batch (oneDNN; several times faster than
 packing there), both exact for every length;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. Both have the same parameter names, so a
-state dict from one loads into the other.
+state dict from one loads into the other. Inside ``with backbone.recording() as recorder:`` either
+runs step by step and reports every step's states and gates (:mod:`rnnlab.backbones.recording`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.backbones.recording import RecurrenceRecorder
 from rnnlab.backbones.reference import ReferenceGRU, ReferenceLSTM, ReferenceRNN
-from rnnlab.errors import UserError, check_choice
 from rnnlab.backbones.stacking import State, as_state, run_stacked
+from rnnlab.errors import UserError, check_choice
 from rnnlab.masking import lengths_to_mask
 
 CELLS = ("rnn", "lstm", "gru")
@@ -134,6 +139,19 @@ class RecurrentBackbone(nn.Module):
             )
         else:
             self.rnn = _REFERENCE[cell](rnn_input, hidden_size, num_layers, bidirectional, dropout, **extra)
+        self._recorder: RecurrenceRecorder | None = None
+
+    @contextmanager
+    def recording(self) -> Iterator[RecurrenceRecorder]:
+        """Within the block, ``forward`` runs the recurrence step by step (the reference equations on
+        this backbone's own parameters, for ``impl=fused`` too) and reports every layer's and
+        direction's states and gates to the recorder it yields. Several times slower than the fused
+        kernels: meant for diagnostics on a small probe batch."""
+        self._recorder = RecurrenceRecorder()
+        try:
+            yield self._recorder
+        finally:
+            self._recorder = None
 
     def forward(
         self,
@@ -156,9 +174,27 @@ class RecurrentBackbone(nn.Module):
             raise ValueError(f"this backbone takes features of size {self.feature_size}; got {features is not None}")
         if features is not None:
             x = torch.cat([x, features.to(x.dtype)], dim=2)  # (B, T, E + feature_size)
+        if self._recorder is not None:
+            return self._run_recorded(x, lengths, initial, self._recorder)
         if self.impl == "reference":
             return self.rnn(x, lengths, initial)
         return self._run_fused(x, lengths, initial)
+
+    def _run_recorded(
+        self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None, recorder: RecurrenceRecorder
+    ) -> tuple[torch.Tensor, FinalState]:
+        """x (B, T, F) -> outputs, final, step by step, reporting to ``recorder``."""
+        if self.impl == "reference":
+            return self.rnn(x, lengths, initial, recorder)
+        # The fused layer's twin among the reference layers (same parameter names), run on the fused
+        # layer's own parameters; built on the meta device, so it allocates nothing.
+        rnn = self.rnn
+        extra = {"nonlinearity": rnn.nonlinearity} if self.cell == "rnn" else {}
+        with torch.device("meta"):
+            twin = _REFERENCE[self.cell](rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bidirectional, rnn.dropout, **extra)
+        twin.train(self.training)
+        parameters = dict(rnn.named_parameters())
+        return torch.func.functional_call(twin, parameters, (x, lengths, initial), {"recorder": recorder})
 
     def _run_fused(
         self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None

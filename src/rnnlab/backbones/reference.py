@@ -21,9 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlab.errors import check_choice
+from rnnlab.backbones.recording import RecurrenceRecorder
 from rnnlab.backbones.stacking import State, as_state, run_stacked
+from rnnlab.errors import check_choice
 from rnnlab.masking import lengths_to_mask
+
+#: Gate activations of one step by name (e.g. ``forget``), each (B, H): what ``cell`` reports when asked.
+GateValues = dict[str, torch.Tensor]
+
 
 class ReferenceRecurrent(nn.Module):
     """Shared machinery: parameters, layers, directions, masking. Subclasses define ``gates`` and ``cell``."""
@@ -71,16 +76,24 @@ class ReferenceRecurrent(nn.Module):
             f"bidirectional={self.bidirectional}, dropout={self.dropout}"
         )
 
-    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State) -> State:
-        """One step. x_proj = W_ih x_t + b_ih and h_proj = W_hh h_{t-1} + b_hh, both (B, gates*H)."""
+    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State, gate_values: GateValues | None = None) -> State:
+        """One step. x_proj = W_ih x_t + b_ih and h_proj = W_hh h_{t-1} + b_hh, both (B, gates*H).
+
+        ``gate_values``: when given, the step's gate activations are stored in it by name.
+        """
         raise NotImplementedError
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, initial: torch.Tensor | State | None = None
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        initial: torch.Tensor | State | None = None,
+        recorder: RecurrenceRecorder | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | State]:
         """x (B, T, F), lengths (B,) each >= 1 -> outputs (B, T, D), final (L*dirs, B, H) or (h_n, c_n).
 
         ``initial``: None (zeros), or h_0 (L*dirs, B, H), or (h_0, c_0) for the LSTM, as in torch.nn.
+        ``recorder``: receives every layer's and direction's per-step states and gates.
         """
         lengths = lengths.to(x.device)
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
@@ -91,13 +104,13 @@ class ReferenceRecurrent(nn.Module):
             self.num_directions,
             self.dropout,
             self.training,
-            lambda layer_input, name, start: self._run_direction(layer_input, mask, name, start),
+            lambda layer_input, name, start: self._run_direction(layer_input, mask, name, start, recorder),
             as_state(initial),
         )
         return outputs, (stacked if self.state_size > 1 else stacked[0])
 
     def _run_direction(
-        self, x: torch.Tensor, mask: torch.Tensor, name: str, start: State | None
+        self, x: torch.Tensor, mask: torch.Tensor, name: str, start: State | None, recorder: RecurrenceRecorder | None
     ) -> tuple[torch.Tensor, State]:
         """Left-to-right over x (B, T, in) from ``start`` (None: zeros) -> outputs (B, T, H) zero at
         padding, state at each last valid step."""
@@ -108,12 +121,20 @@ class ReferenceRecurrent(nn.Module):
         zeros = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(self.state_size))
         state: State = zeros if start is None else start
         hidden = []
+        steps_gate_values: list[GateValues] = []
         for t, x_t in enumerate(x_proj.unbind(1)):
-            new_state = self.cell(x_t, torch.addmm(b_hh, state[0], w_hh.t()), state)
+            gate_values: GateValues | None = {} if recorder is not None else None
+            new_state = self.cell(x_t, torch.addmm(b_hh, state[0], w_hh.t()), state, gate_values)
             # Past a sequence's end its state stays frozen, so `state` ends as the per-sequence final.
             valid = mask[:, t : t + 1]  # (B, 1)
             state = tuple(torch.where(valid, new, old) for new, old in zip(new_state, state))
             hidden.append(state[0])
+            if gate_values is not None:
+                steps_gate_values.append(gate_values)
+        if recorder is not None:
+            names = steps_gate_values[0] if steps_gate_values else {}
+            stacked = {gate: torch.stack([step[gate] for step in steps_gate_values], dim=1) for gate in names}
+            recorder.record(name, hidden, stacked, mask)
         outputs = torch.stack(hidden, dim=1).masked_fill(~mask.unsqueeze(2), 0.0)  # (B, T, H)
         return outputs, state
 
@@ -139,7 +160,7 @@ class ReferenceRNN(ReferenceRecurrent):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
 
-    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State) -> State:
+    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State, gate_values: GateValues | None = None) -> State:
         pre = x_proj + h_proj
         return (torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre),)
 
@@ -150,10 +171,13 @@ class ReferenceLSTM(ReferenceRecurrent):
     gates = 4
     state_size = 2
 
-    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State) -> State:
+    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State, gate_values: GateValues | None = None) -> State:
         i, f, g, o = (x_proj + h_proj).chunk(4, dim=1)
-        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+        if gate_values is not None:
+            gate_values.update(input=i, forget=f, output=o)
+        c = f * state[1] + i * torch.tanh(g)
+        return o * torch.tanh(c), c
 
 
 class ReferenceGRU(ReferenceRecurrent):
@@ -161,10 +185,12 @@ class ReferenceGRU(ReferenceRecurrent):
 
     gates = 3
 
-    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State) -> State:
+    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State, gate_values: GateValues | None = None) -> State:
         x_r, x_z, x_n = x_proj.chunk(3, dim=1)
         h_r, h_z, h_n = h_proj.chunk(3, dim=1)
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
+        if gate_values is not None:
+            gate_values.update(reset=r, update=z)
         n = torch.tanh(x_n + r * h_n)
         return ((1 - z) * n + z * state[0],)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextlib import nullcontext
@@ -20,11 +21,12 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch.utils.tensorboard.summary import hparams
 
 from rnnlab.callbacks import BestValidationMetrics, DivergenceMonitor, ExactResume
@@ -51,20 +53,34 @@ def build_callbacks(config: DictConfig | None, monitor: str, mode: str) -> list[
     return callbacks
 
 
-def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"model.backbone.cell": "lstm", ...} with values TensorBoard can show."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if not prefix and key in NOT_HPARAMS:
+def hparam_value(value: Any) -> bool | int | float | str:
+    """A config value as TensorBoard's HParams dashboard can show it (lists and dicts as JSON)."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    return json.dumps(value)
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """What sets this run apart, for TensorBoard's HParams dashboard: ``seed`` and every key that
+    the command line or the sweeper set, named as typed (``model/backbone: gru``,
+    ``model.optimizer.lr: 0.003``, ``experiment: adding``) with the value the run used.
+
+    Not the whole flattened config: the runs of a sweep then make one table with a column per
+    swept or set key. Keys that only say where and how a run is recorded (NOT_HPARAMS) are left out.
+    """
+    params: dict[str, Any] = {"seed": cfg.seed}
+    if not HydraConfig.initialized():
+        return params
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        key = override.key_or_group
+        if override.is_delete() or re.split(r"[./]", key)[0] in NOT_HPARAMS:
             continue
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flat_hparams(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = json.dumps(value)
-    return flat
+        params[key] = hparam_value(choices[key] if key in choices else OmegaConf.select(cfg, key))
+    return params
 
 
 @rank_zero_only
@@ -135,7 +151,7 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any], job: SweepJob | None =
     if divergence.diverged:
         record["diverged_at_step"] = divergence.diverged_at_step
     metrics = {k: v for k, v in record.items() if k.startswith(("val/", "test/"))}
-    log_hparams(loggers, flat_hparams(model.run_config), metrics)
+    log_hparams(loggers, run_hparams(cfg), metrics)
 
 
 def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:

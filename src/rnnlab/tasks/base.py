@@ -99,6 +99,12 @@ class RecurrentTask(L.LightningModule):
         """Forward the batch, update the stage's metrics, return the loss."""
         raise NotImplementedError
 
+    def probe_loss(self, batch: Batch) -> torch.Tensor:
+        """The loss of ``batch`` as validation computes it (teacher-forced, from a zero state), with
+        no metric updates, logging or carried state: what the diagnostics differentiate
+        (rnnlab.callbacks.probing). Run it in eval mode so that it draws no random numbers."""
+        raise NotImplementedError
+
     def loss_weight(self, batch: Batch) -> int:
         """How many items the batch's (mean) loss averages over: examples here, target tokens for
         token-level tasks, so that the epoch's loss is the mean over items, not over batches."""

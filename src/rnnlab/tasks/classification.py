@@ -1,19 +1,27 @@
-"""Sequence classification (N vs 1): backbone -> padding-aware pooling -> class logits."""
+"""Sequence classification (N vs 1): backbone -> padding-aware pooling -> class logits.
+
+TensorBoard gets the confusion matrix (an image, each class's F1 beside its name) after every
+validation and the test; the test also writes a per-class report to ``test_report.json`` and
+``test_report.txt`` in the run directory and to TensorBoard (``test/per_class``).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from rnnlab.batch import Batch
 from rnnlab.errors import UserError
 from rnnlab.heads import ClassificationHead
 from rnnlab.tasks.base import STAGES, RecurrentTask
+from rnnlab.tasks.media import confusion_figure, log_figure, log_text, markdown_table
+from rnnlab.tasks.per_class import format_report, per_class_report, write_report
 
 
 def class_weights_from(option: str | list[float] | None, counts: list[int]) -> torch.Tensor | None:
@@ -74,19 +82,57 @@ class SequenceClassifier(RecurrentTask):
                 for stage in STAGES
             }
         )
+        self.confusion = nn.ModuleDict({f"{stage}_confusion": MulticlassConfusionMatrix(num_classes) for stage in ("val", "test")})
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """inputs (B, T) or (B, T, F), lengths (B,), mask (B, T) -> logits (B, C)."""
         outputs, _ = self.backbone(inputs, lengths)
         return self.head(outputs, mask)
 
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits (B, C), targets (B,) -> the (class-weighted) mean cross-entropy."""
+        return F.cross_entropy(logits, targets, weight=self.class_weights)
+
+    def probe_loss(self, batch: Batch) -> torch.Tensor:
+        return self.loss(self(batch.inputs, batch.lengths, batch.mask), batch.targets)
+
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
         logits = self(batch.inputs, batch.lengths, batch.mask)
-        loss = F.cross_entropy(logits, batch.targets, weight=self.class_weights)
+        loss = self.loss(logits, batch.targets)
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits.argmax(dim=-1), batch.targets)
+        predicted = logits.argmax(dim=-1)
+        metrics.update(predicted, batch.targets)
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(batch))
+        if stage != "train":
+            self.confusion[f"{stage}_confusion"].update(predicted, batch.targets)
         return loss
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_confusion("val")
+
+    def on_test_epoch_end(self) -> None:
+        report = self._log_confusion("test")
+        if report is None:
+            return
+        text = format_report("class", report)
+        rows = [(label, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), str(row["support"])) for label, row in report.items()]
+        log_text(self.loggers, "test/per_class", markdown_table(("class", "precision", "recall", "F1", "support"), rows), self.global_step)
+        if self.trainer.is_global_zero:
+            write_report(Path(self.trainer.default_root_dir), {"classes": report}, text)
+
+    def _log_confusion(self, stage: str) -> dict[str, dict[str, float]] | None:
+        """The stage's confusion matrix as a TensorBoard image (synced across DDP ranks); its per-class report."""
+        confusion = self.confusion[f"{stage}_confusion"]
+        if not confusion.update_called:
+            return None
+        counts = confusion.compute()
+        confusion.reset()
+        report = per_class_report(counts, self.labels)
+        if not self.trainer.sanity_checking:
+            f1 = [row["f1"] for row in report.values()]
+            figure = confusion_figure(counts, self.labels, f1, title=f"{stage}, step {self.global_step}")
+            log_figure(self.loggers, f"{stage}/confusion_matrix", figure, self.global_step)
+        return report
 
     def predict_step(self, batch: Batch, batch_idx: int = 0) -> list[dict[str, Any]]:
         """One record per example: its dataset ``index``, ``label`` and ``probs`` per class."""

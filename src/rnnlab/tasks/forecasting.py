@@ -121,6 +121,9 @@ class Forecaster(RecurrentTask):
             forecast = self.head(self.bridge(final), first, self.horizon, teacher, teacher_forcing)
         return forecast + last.unsqueeze(1) if self.relative else forecast
 
+    def probe_loss(self, batch: Batch) -> torch.Tensor:
+        return LOSSES[self.loss_name](self(batch.inputs, batch.lengths, batch.targets), batch.targets)
+
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
         ratio = 0.0
         if stage == "train" and self.strategy == "autoregressive":

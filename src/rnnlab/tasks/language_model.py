@@ -132,11 +132,20 @@ class LanguageModel(RecurrentTask):
         # Every valid input step has exactly one target token.
         return int(batch.lengths.sum())
 
+    @staticmethod
+    def summed_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits (B, T, V), targets (B, T) with IGNORE_INDEX at padding -> the summed negative log-likelihood."""
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+    def probe_loss(self, batch: Batch) -> torch.Tensor:
+        logits, _ = self(batch.inputs, batch.lengths)
+        return self.summed_nll(logits, batch.targets) / self.loss_weight(batch)
+
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
         logits, final = self(batch.inputs, batch.lengths, self._initial_state(batch, stage))
         if "continues" in batch.extras:
             self._carried[stage] = detach_state(final)
-        nll = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        nll = self.summed_nll(logits, batch.targets)
         tokens = self.loss_weight(batch)
         perplexity = self.perplexity[f"{stage}_ppl"]
         perplexity.update(nll, tokens)

@@ -1,12 +1,15 @@
-"""Text tables and figures from tasks to TensorBoard: the one place that finds the writers.
+"""Scalars, text tables, histograms and figures from tasks and callbacks to the loggers: the one
+place that finds the writers.
 
-Tasks pass their ``self.loggers``; loggers other than TensorBoard's are skipped, and on DDP ranks
-other than 0 Lightning's ``experiment`` is a no-op stand-in, so callers need no rank checks.
+Callers pass ``self.loggers`` (a task) or ``trainer.loggers`` (a callback); text, histograms and
+figures go to TensorBoard loggers only, scalars to every logger. On DDP ranks other than 0
+Lightning's ``experiment`` is a no-op stand-in and ``log_metrics`` does nothing, so callers need
+no rank checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -17,7 +20,18 @@ from matplotlib.figure import Figure
 
 from rnnlab.markdown import markdown_table
 
-__all__ = ["attention_figure", "forecast_figure", "log_figure", "log_text", "markdown_table", "tensorboard_writers"]
+__all__ = [
+    "attention_figure",
+    "confusion_figure",
+    "forecast_figure",
+    "gradient_flow_figure",
+    "log_figure",
+    "log_histogram",
+    "log_scalars",
+    "log_text",
+    "markdown_table",
+    "tensorboard_writers",
+]
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -28,10 +42,25 @@ def tensorboard_writers(loggers: Iterable[Logger]) -> list[SummaryWriter]:
     return [logger.experiment for logger in loggers if isinstance(logger, TensorBoardLogger)]
 
 
+def log_scalars(loggers: Iterable[Logger], values: Mapping[str, float], step: int) -> None:
+    """``values`` (tag -> number) at ``step`` in every logger (TensorBoard, CSV, ...)."""
+    for logger in loggers:
+        logger.log_metrics(dict(values), step)
+
+
 def log_text(loggers: Iterable[Logger], tag: str, text: str, step: int) -> None:
     """Markdown ``text`` under ``tag`` at ``step`` in every TensorBoard logger."""
     for writer in tensorboard_writers(loggers):
         writer.add_text(tag, text, step)
+
+
+def log_histogram(loggers: Iterable[Logger], tag: str, values: torch.Tensor, step: int) -> None:
+    """The distribution of ``values`` (any shape) under ``tag`` at ``step`` in every TensorBoard logger."""
+    writers = tensorboard_writers(loggers)
+    if writers:
+        values = values.detach().float().cpu()
+        for writer in writers:
+            writer.add_histogram(tag, values, step)
 
 
 def attention_figure(
@@ -82,6 +111,53 @@ def forecast_figure(history: torch.Tensor, truth: torch.Tensor, forecast: torch.
         axes.set_ylabel(name)
         axes.legend(loc="upper left", fontsize="small")
     axes.set_xlabel("step (0: the last observation)")
+    return figure
+
+
+def gradient_flow_figure(norms: Mapping[str, np.ndarray], title: str = "") -> Figure:
+    """‖∂loss/∂h_t‖ against the position t = 1..T, log scale, one line per direction.
+
+    ``norms``: direction name -> (T,) norms; zeros (no valid sequence at t) are left out.
+    """
+    figure = Figure(figsize=(7.0, 3.5), layout="constrained")
+    axes = figure.add_subplot()
+    for name, values in norms.items():
+        values = np.asarray(values, dtype=np.float64)
+        axes.plot(np.arange(1, len(values) + 1), np.where(values > 0, values, np.nan), marker=".", markersize=3, label=name)
+    axes.set_yscale("log")
+    axes.set_xlabel("position t in the sequence")
+    axes.set_ylabel("‖∂loss/∂h_t‖")
+    axes.grid(True, which="both", linewidth=0.3)
+    axes.legend(loc="best", fontsize="small")
+    if title:
+        axes.set_title(title)
+    return figure
+
+
+def confusion_figure(confusion: torch.Tensor | np.ndarray, labels: Sequence[str], f1: Sequence[float], title: str = "") -> Figure:
+    """The confusion matrix (C, C) [gold, predicted], each row normalised to the share of its gold
+    class, with the counts written in the cells and each gold class's F1 beside its name."""
+    if isinstance(confusion, torch.Tensor):
+        confusion = confusion.detach().cpu().numpy()
+    counts = np.asarray(confusion, dtype=np.int64)
+    if counts.shape != (len(labels), len(labels)) or len(f1) != len(labels):
+        raise ValueError(f"confusion matrix {counts.shape}, {len(labels)} labels and {len(f1)} F1 values do not match")
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 2.5 + 0.45 * len(labels)
+    figure = Figure(figsize=(size + 1.5, size), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_xticks(range(len(labels)), labels=labels, rotation=90)
+    axes.set_yticks(range(len(labels)), labels=[f"{label} (F1 {score:.2f})" for label, score in zip(labels, f1)])
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    if len(labels) <= 30:  # beyond that the numbers would not be readable
+        for (row, column), count in np.ndenumerate(counts):
+            colour = "white" if shares[row, column] > 0.5 else "black"
+            axes.text(column, row, str(count), ha="center", va="center", fontsize="x-small", color=colour)
+    if title:
+        axes.set_title(title)
+    figure.colorbar(image, ax=axes, label="share of the gold class")
     return figure
 
 

@@ -180,14 +180,18 @@ class Seq2SeqTask(RecurrentTask):
         # The loss is a mean over target tokens (including each <eos>).
         return int((batch.targets != IGNORE_INDEX).sum())
 
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits (B, T, V), targets (B, T) with IGNORE_INDEX at padding -> mean (label-smoothed) cross-entropy per token."""
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing)
+
+    def probe_loss(self, batch: Batch) -> torch.Tensor:
+        return self.loss(self(batch, 1.0), batch.targets)
+
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
         ratio = teacher_forcing_ratio(self.teacher_forcing, self.current_epoch) if stage == "train" else 1.0
         if stage == "train":
             self.log("train/teacher_forcing", ratio, on_step=False, on_epoch=True, batch_size=len(batch))
-        logits = self(batch, ratio)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing
-        )
+        loss = self.loss(self(batch, ratio), batch.targets)
         if stage != "train":
             # Validation while fitting decodes greedily (fast, every epoch); rnnlab-eval split=val searches as configured.
             fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING

@@ -7,7 +7,6 @@ time a per-tag report goes to ``test_report.json`` and ``test_report.txt`` in th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,30 +23,8 @@ from rnnlab.heads.tagging import TaggingHead
 from rnnlab.tag_schemes import allowed_transitions
 from rnnlab.tasks.base import STAGES, RecurrentTask
 from rnnlab.tasks.media import log_text, markdown_table
+from rnnlab.tasks.per_class import format_report, per_class_report, write_report
 from rnnlab.tasks.span_metrics import SpanF1
-
-
-def tag_report(confusion: torch.Tensor, labels: list[str]) -> dict[str, dict[str, float]]:
-    """Per-tag token precision / recall / f1 / support from a confusion matrix (C, C) [gold, pred]."""
-    confusion = confusion.double()
-    true_positive = confusion.diag()
-    predicted, gold = confusion.sum(0), confusion.sum(1)
-    report = {}
-    for i, label in enumerate(labels):
-        precision = float(true_positive[i] / predicted[i]) if predicted[i] else 0.0
-        recall = float(true_positive[i] / gold[i]) if gold[i] else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report[label] = {"precision": precision, "recall": recall, "f1": f1, "support": int(gold[i])}
-    return report
-
-
-def format_report(title: str, report: dict[str, dict[str, float]]) -> str:
-    """A fixed-width text table of a report."""
-    width = max([len(title), *map(len, report)])
-    lines = [f"{title:<{width}}  precision  recall      f1  support"]
-    for name, row in report.items():
-        lines.append(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {int(row['support']):7d}")
-    return "\n".join(lines)
 
 
 class SequenceTagger(RecurrentTask):
@@ -134,6 +111,9 @@ class SequenceTagger(RecurrentTask):
     def loss_weight(self, batch: Batch) -> int:
         return int(batch.lengths.sum())
 
+    def probe_loss(self, batch: Batch) -> torch.Tensor:
+        return self.head.loss(self.emissions(batch), batch.targets, batch.mask)
+
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
         emissions = self.emissions(batch)  # (B, T, C)
         loss = self.head.loss(emissions, batch.targets, batch.mask)
@@ -173,19 +153,13 @@ class SequenceTagger(RecurrentTask):
         self._log_spans("test")
         if not self.test_confusion.update_called:
             return
-        report = {"tags": tag_report(self.test_confusion.compute(), self.labels), "spans": spans, "scheme": self.scheme}
+        report = {"tags": per_class_report(self.test_confusion.compute(), self.labels), "spans": spans, "scheme": self.scheme}
         self.test_confusion.reset()
-        if self.trainer.is_global_zero:
-            self._write_report(report)
-
-    def _write_report(self, report: dict[str, Any]) -> None:
-        run_dir = Path(self.trainer.default_root_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "test_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         text = format_report("tag", report["tags"])
-        if report["spans"] is not None:
-            text += f"\n\n{format_report(f'span ({self.scheme})', report['spans'])}"
-        (run_dir / "test_report.txt").write_text(text + "\n", encoding="utf-8")
+        if spans is not None:
+            text += f"\n\n{format_report(f'span ({self.scheme})', spans)}"
+        if self.trainer.is_global_zero:
+            write_report(Path(self.trainer.default_root_dir), report, text)
 
     def _keep_examples(self, batch: Batch, predicted: torch.Tensor) -> None:
         """Keep the validation sentences with dataset index < logged_examples, for TensorBoard."""

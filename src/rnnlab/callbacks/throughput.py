@@ -1,0 +1,147 @@
+"""Throughput and resources while training, validating and testing.
+
+Tags, per process (under DDP: rank 0's share):
+
+    throughput/train_tokens_per_s      real (unpadded) input tokens per second of wall time, over the
+                                       steps since the previous point (data loading included)
+    throughput/train_sequences_per_s   sequences per second, likewise
+    throughput/train_step_ms           mean time of one training step (forward, backward, optimizer)
+    throughput/train_outside_step_share  share of the wall time spent outside the steps: loading
+                                       and collating the next batch, logging, callbacks
+    throughput/val_tokens_per_s, throughput/val_sequences_per_s      per validation run (decoding included)
+    throughput/test_tokens_per_s, throughput/test_sequences_per_s    per test run
+    resources/peak_rss_mib             the process's peak resident memory so far
+    resources/cuda_max_allocated_mib   on a GPU: the most memory tensors have held so far
+
+The padding ratio of each stage is the task's own ``<stage>/padding_ratio``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from rnnlab.batch import Batch
+from rnnlab.callbacks.gradients import check_every, logging_interval
+from rnnlab.tasks.media import log_scalars
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process, and the CUDA allocator's peak on a GPU, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    values = {"resources/peak_rss_mib": peak / 2**20 if sys.platform == "darwin" else peak / 2**10}
+    if device.type == "cuda":
+        values["resources/cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return values
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Counter:
+    """Tokens and sequences since ``start``; token counts stay on the device until read."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.tokens: torch.Tensor | int = 0
+        self.sequences = 0
+        self.step_seconds = 0.0
+        self.steps = 0
+
+    def add(self, batch: Any) -> None:
+        if isinstance(batch, Batch):
+            self.tokens = self.tokens + batch.lengths.sum()
+            self.sequences += len(batch)
+
+    def rates(self, stage: str) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {
+            f"throughput/{stage}_tokens_per_s": float(self.tokens) / elapsed,
+            f"throughput/{stage}_sequences_per_s": self.sequences / elapsed,
+        }
+
+
+class Throughput(L.Callback):
+    """Tokens and sequences per second, step time and peak memory (see the module doc); training
+    numbers every ``every_n_steps`` optimizer steps (null: the trainer's log_every_n_steps),
+    validation and test numbers once per run over the whole split. Costs a clock reading per batch."""
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        check_every("callbacks.throughput.every_n_steps", every_n_steps)
+        self.every_n_steps = every_n_steps
+        self._train: Counter | None = None
+        self._eval: Counter | None = None
+        self._step_start = 0.0
+
+    # -- training --------------------------------------------------------------------------------
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train = Counter()  # validation between epochs is not training time
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        counter = self._train
+        if counter is None:
+            return
+        counter.add(batch)
+        counter.steps += 1
+        step = trainer.global_step
+        due = step % logging_interval(trainer, self.every_n_steps) == 0
+        if not due:
+            counter.step_seconds += time.perf_counter() - self._step_start
+            return
+        synchronize(pl_module.device)
+        now = time.perf_counter()
+        counter.step_seconds += now - self._step_start
+        values = counter.rates("train")
+        values["throughput/train_step_ms"] = 1000 * counter.step_seconds / counter.steps
+        values["throughput/train_outside_step_share"] = max(0.0, 1 - counter.step_seconds / max(now - counter.start, 1e-9))
+        values.update(peak_memory(pl_module.device))
+        log_scalars(trainer.loggers, values, step)
+        self._train = Counter()
+
+    # -- validation and test -----------------------------------------------------------------------
+
+    def _eval_start(self) -> None:
+        self._eval = Counter()
+
+    def _eval_batch(self, batch: Any) -> None:
+        if self._eval is not None:
+            self._eval.add(batch)
+
+    def _eval_end(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        counter, self._eval = self._eval, None
+        if self._train is not None:  # validation inside an epoch (val_check_interval): not training time
+            self._train = Counter()
+        if counter is None or trainer.sanity_checking or not counter.sequences:
+            return
+        synchronize(pl_module.device)
+        log_scalars(trainer.loggers, {**counter.rates(stage), **peak_memory(pl_module.device)}, trainer.global_step)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_start()
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch(batch)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_end(trainer, pl_module, "val")
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_start()
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch(batch)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_end(trainer, pl_module, "test")
