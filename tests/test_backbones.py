@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from rnnlab.backbones import RecurrentBackbone, ReferenceGRU, ReferenceLSTM, ReferenceRNN, reference
+from rnnlab.backbones.recording import DirectionRecord
 from rnnlab.errors import UserError
 
 FEATURES, HIDDEN, STEPS, VOCAB = 5, 6, 7, 11
@@ -343,3 +344,168 @@ def test_features_are_concatenated_to_embeddings(impl: str) -> None:
     assert not torch.allclose(outputs, changed)
     with pytest.raises(ValueError, match="features"):
         model(tokens, LENGTHS)
+
+
+# -- recording(): every step's states and gates, for the diagnostics -----------------------------
+
+GATES = {"rnn": set(), "lstm": {"input", "forget", "output"}, "gru": {"reset", "update"}}
+RECORD_CONFIGS = list(itertools.product(("rnn", "lstm", "gru"), ("fused", "reference"), (False, True)))
+RECORD_IDS = [f"{cell}-{impl}-{'bi' if bi else 'uni'}" for cell, impl, bi in RECORD_CONFIGS]
+
+
+def stacked_states(record: DirectionRecord) -> torch.Tensor:
+    """A record's T states (B, H) -> (B, T, H), in reading order."""
+    return torch.stack(record.states, dim=1)
+
+
+def first_step_gates(cell: str, model: RecurrentBackbone, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The gates of layer l0's first forward step from a zero state, computed from the weights: (B, H) each."""
+    rnn = model.rnn
+    pre = x[:, 0] @ rnn.weight_ih_l0.t() + rnn.bias_ih_l0 + rnn.bias_hh_l0  # h_0 = 0: W_hh h_0 vanishes
+    if cell == "lstm":
+        i, f, _, o = pre.chunk(4, dim=1)
+        return {"input": torch.sigmoid(i), "forget": torch.sigmoid(f), "output": torch.sigmoid(o)}
+    r, z, _ = pre.chunk(3, dim=1)
+    return {"reset": torch.sigmoid(r), "update": torch.sigmoid(z)}
+
+
+@pytest.mark.parametrize(("cell", "impl", "bidirectional"), RECORD_CONFIGS, ids=RECORD_IDS)
+def test_recording_changes_nothing_and_reports_every_direction(cell: str, impl: str, bidirectional: bool) -> None:
+    """Inside recording() the outputs and final states are the normal forward's; the recorder holds
+    one record per layer and direction with T states (B, H) and the cell's gates (B, T, H)."""
+    torch.manual_seed(10)
+    model = build(cell, bidirectional, 2, impl)
+    x = padded_features()
+    batch = len(LENGTHS)
+    with torch.no_grad():
+        expected = model(x, LENGTHS)
+        with model.recording() as recorder:
+            recorded = model(x, LENGTHS)
+        assert model._recorder is None  # switched off again after the block
+        assert_same(expected, recorded)
+        assert_same(expected, model(x, LENGTHS))
+
+    names = ["l0", "l0_reverse", "l1", "l1_reverse"] if bidirectional else ["l0", "l1"]
+    assert list(recorder.directions) == names
+    mask = torch.arange(STEPS).unsqueeze(0) < LENGTHS.unsqueeze(1)  # (B, T)
+    for name, record in recorder.directions.items():
+        assert record.reverse == name.endswith("_reverse")
+        assert torch.equal(record.mask, mask) and torch.equal(record.lengths, LENGTHS)
+        assert len(record.states) == STEPS
+        assert all(state.shape == (batch, HIDDEN) for state in record.states)
+        assert set(record.gates) == GATES[cell]
+        for gate in record.gates.values():
+            assert gate.shape == (batch, STEPS, HIDDEN)
+            assert bool(((gate >= 0) & (gate <= 1)).all())  # sigmoid activations (1.0 at the huge padded inputs)
+        # Past a sequence's end its state stays frozen at the last valid one.
+        states = stacked_states(record)  # (B, T, H)
+        for b, length in enumerate(LENGTHS.tolist()):
+            torch.testing.assert_close(states[b, length:], states[b, length - 1].expand(STEPS - length, HIDDEN))
+    assert recorder.top_layer() == [recorder.directions[name] for name in names[len(names) // 2 :]]
+    if cell != "rnn":
+        for gate, value in first_step_gates(cell, model, x).items():
+            torch.testing.assert_close(recorder.directions["l0"].gates[gate][:, 0], value, atol=ATOL, rtol=0, msg=gate)
+
+
+@pytest.mark.parametrize(("cell", "bidirectional"), [("rnn", True), ("lstm", True), ("gru", False)])
+def test_fused_and_reference_record_the_same_steps(cell: str, bidirectional: bool) -> None:
+    """A fused backbone records (on its own weights) exactly what the reference one with the same state dict records."""
+    torch.manual_seed(11)
+    ref, fused = twins(cell, bidirectional, 2)
+    x = padded_features()
+    recorders = []
+    with torch.no_grad():
+        for model in (ref, fused):
+            with model.recording() as recorder:
+                model(x, LENGTHS)
+            recorders.append(recorder)
+    assert isinstance(fused.rnn, nn.RNNBase) and not isinstance(ref.rnn, nn.RNNBase)
+    by_ref, by_fused = (r.directions for r in recorders)
+    assert list(by_ref) == list(by_fused)
+    for name in by_ref:
+        torch.testing.assert_close(stacked_states(by_fused[name]), stacked_states(by_ref[name]), atol=ATOL, rtol=0)
+        assert by_ref[name].gates.keys() == by_fused[name].gates.keys()
+        for gate in by_ref[name].gates:
+            torch.testing.assert_close(by_fused[name].gates[gate], by_ref[name].gates[gate], atol=ATOL, rtol=0)
+
+
+def test_recorded_states_carry_gradients_of_every_later_step() -> None:
+    """The recorded states are the tensors the recurrence fed on: ∂(final state)/∂h_t is non-zero for
+    every valid t, and zero for a state that never reaches the loss (the fused backbone's parameters
+    get gradients too, through the functional twin)."""
+    torch.manual_seed(12)
+    model = build("gru", False, 1, "fused")
+    x = padded_features()
+    with model.recording() as recorder:
+        _, final = model(x, LENGTHS)
+    record = recorder.directions["l0"]
+    grads = torch.autograd.grad(final.sum(), record.states + [model.rnn.weight_hh_l0])
+    norms = torch.stack([g.norm(dim=1) for g in grads[:-1]], dim=1)  # (B, T)
+    assert bool((norms[record.mask] > 0).all())
+    assert grads[-1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recording_ignores_extra_padding(cell: str, impl: str) -> None:
+    """More padded steps (with garbage inputs) at the end of the batch leave every valid step's
+    state and gate unchanged, in every layer and direction."""
+    torch.manual_seed(13)
+    model = build(cell, True, 2, impl)
+    x = padded_features()
+    longer = torch.cat([x, 100 * torch.randn(len(LENGTHS), 4, FEATURES)], dim=1)  # (B, T + 4, F)
+    records = []
+    with torch.no_grad():
+        for inputs in (x, longer):
+            with model.recording() as recorder:
+                model(inputs, LENGTHS)
+            records.append(recorder.directions)
+    short, long = records
+    assert list(short) == list(long)
+    for name in short:
+        valid_short, valid_long = short[name].mask, long[name].mask  # (B, T), (B, T + 4)
+        assert valid_long.shape == (len(LENGTHS), STEPS + 4) and int(valid_long.sum()) == int(valid_short.sum())
+        # Reading order (the backward direction's valid steps come first too) and by position.
+        torch.testing.assert_close(
+            stacked_states(long[name])[valid_long], stacked_states(short[name])[valid_short], atol=ATOL, rtol=0
+        )
+        by_position = short[name].in_positions(stacked_states(short[name]))[valid_short]
+        torch.testing.assert_close(
+            long[name].in_positions(stacked_states(long[name]))[valid_long], by_position, atol=ATOL, rtol=0
+        )
+        for gate in short[name].gates:
+            torch.testing.assert_close(
+                long[name].gates[gate][valid_long], short[name].gates[gate][valid_short], atol=ATOL, rtol=0
+            )
+
+
+def test_in_positions_maps_reading_order_back_to_positions() -> None:
+    """The backward direction's reading step t of a sequence of length n is position n - 1 - t;
+    padding stays last; the forward direction's order is already by position."""
+    lengths = torch.tensor([4, 2, 1])
+    mask = torch.arange(4).unsqueeze(0) < lengths.unsqueeze(1)  # (3, 4)
+    steps = torch.arange(4.0).expand(3, 4).unsqueeze(2)  # (3, 4, 1): the reading step
+    backward = DirectionRecord([], {}, mask, reverse=True)
+    forward = DirectionRecord([], {}, mask, reverse=False)
+    assert backward.in_positions(steps).squeeze(2).tolist() == [[3, 2, 1, 0], [1, 0, 2, 3], [0, 1, 2, 3]]
+    assert torch.equal(forward.in_positions(steps), steps)
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_top_layer_states_by_position_are_the_backbone_outputs(cell: str, impl: str) -> None:
+    """For the last layer, each direction's states mapped to positions are the matching half of the
+    backbone's outputs at valid steps: forward the first H units, backward the last H."""
+    torch.manual_seed(14)
+    model = build(cell, True, 2, impl)
+    x = padded_features()
+    valid = torch.arange(STEPS).unsqueeze(0) < LENGTHS.unsqueeze(1)  # (B, T)
+    with torch.no_grad(), model.recording() as recorder:
+        outputs, _ = model(x, LENGTHS)  # (B, T, 2H)
+    forward, backward = recorder.top_layer()
+    assert (forward.reverse, backward.reverse) == (False, True)
+    for record, half in ((forward, outputs[..., :HIDDEN]), (backward, outputs[..., HIDDEN:])):
+        by_position = record.in_positions(stacked_states(record))  # (B, T, H)
+        torch.testing.assert_close(by_position[valid], half[valid], atol=ATOL, rtol=0)
+    # Without the mapping the backward states would not match (reading order is not position order).
+    assert not torch.allclose(stacked_states(backward)[valid], outputs[..., HIDDEN:][valid], atol=1e-3)

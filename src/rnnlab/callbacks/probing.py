@@ -13,7 +13,8 @@ Tags:
 
     grad_flow/norm_by_step                 figure: ‖∂loss/∂h_t‖ against t, log scale, per direction
     grad_flow/first_last_ratio             ‖∂loss/∂h_1‖ / ‖∂loss/∂h_T‖ of the last layer's forward direction
-    grad_flow/first_last_ratio_reverse     the same for its backward direction (bidirectional)
+    grad_flow/first_last_ratio_reverse     its backward direction (bidirectional), which reads from T
+                                           back to 1: ‖∂loss/∂h_T‖ / ‖∂loss/∂h_1‖
     grad_flow/log10_first_last_ratio[_reverse]   their log10 (they span many orders of magnitude)
     saturation/<layer>/tanh_saturated      vanilla tanh RNN: share of units with |h| > 0.99
     saturation/<layer>/relu_zero           vanilla relu RNN: share of units at exactly 0
@@ -22,8 +23,9 @@ Tags:
 
 h_t is the last layer's hidden state at position t (1-based) and T each sequence's last valid
 position; ‖·‖ is taken over the hidden units and the probe batch's sequences. ∂loss/∂h_t is the
-full derivative: through the output at t and through every later step. Padded steps are left out
-of every number.
+full derivative: through the output at t and through every later step. Each ratio is the state a
+direction read first over the one it read last, so for both directions a ratio ≪ 1 is a
+vanishing gradient and ≫ 1 an exploding one. Padded steps are left out of every number.
 """
 
 from __future__ import annotations
@@ -91,12 +93,13 @@ class RecurrenceProbe(L.Callback):
 
     def _probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
-        training = pl_module.training
+        modes = [(module, module.training) for module in pl_module.modules()]
         pl_module.eval()
         try:
             self.measure(trainer, pl_module, pl_module.backbone, self.batch)
         finally:
-            pl_module.train(training)
+            for module, training in modes:  # as they were, submodules kept in eval included
+                module.training = training
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, backbone: RecurrentBackbone, batch: Batch) -> None:
         raise NotImplementedError
@@ -105,8 +108,9 @@ class RecurrenceProbe(L.Callback):
 def gradient_flow(
     pl_module: L.LightningModule, backbone: RecurrentBackbone, batch: Batch
 ) -> list[tuple[DirectionRecord, torch.Tensor]]:
-    """Per direction of the last layer: its record and ‖∂loss/∂h_t‖ per sequence and position,
-    (B, T), zero at padding. ``pl_module.probe_loss`` gives the loss."""
+    """Per direction of the last layer: its record and ‖∂loss/∂h‖ of each state per sequence, (B, T)
+    in the direction's reading order (``record.in_positions`` maps it to positions), zero at
+    padding, float64. ``pl_module.probe_loss`` gives the loss."""
     with backbone.recording() as recorder, torch.enable_grad():
         loss = pl_module.probe_loss(batch)
         directions = recorder.top_layer()
@@ -119,13 +123,13 @@ def gradient_flow(
         start += steps
         # In float64: squaring float32 gradients of 1e-20 and below (long vanilla RNNs) would underflow.
         norms = per_step.double().norm(dim=2).masked_fill(~direction.mask, 0.0)  # (B, T)
-        result.append((direction, direction.in_positions(norms.unsqueeze(2)).squeeze(2).detach()))
+        result.append((direction, norms.detach()))
     return result
 
 
 def first_last_ratio(norms: torch.Tensor, lengths: torch.Tensor) -> float:
-    """norms (B, T) by position, lengths (B,) -> ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ over the batch, T per sequence
-    its last valid position (nan when the last states get no gradient)."""
+    """norms (B, T) in reading order, lengths (B,) -> the norm over the batch of the first states read
+    over that of each sequence's last valid state (nan when the last states get no gradient)."""
     rows = torch.arange(norms.shape[0], device=norms.device)
     first, last = norms[:, 0].norm(), norms[rows, lengths.to(norms.device) - 1].norm()
     return float(first / last) if float(last) > 0 else float("nan")
@@ -145,7 +149,8 @@ class GradientFlow(RecurrenceProbe):
             values[f"grad_flow/first_last_ratio{suffix}"] = ratio
             # Ratios span 30 orders of magnitude between cells: their log10 plots readably.
             values[f"grad_flow/log10_first_last_ratio{suffix}"] = math.log10(ratio) if ratio > 0 else (-math.inf if ratio == 0 else math.nan)
-            curves["backward" if direction.reverse else "forward"] = norms.norm(dim=0).cpu().numpy()  # (T,)
+            by_position = direction.in_positions(norms.unsqueeze(2)).squeeze(2)  # (B, T)
+            curves["backward" if direction.reverse else "forward"] = by_position.norm(dim=0).cpu().numpy()  # (T,)
         log_scalars(trainer.loggers, values, trainer.global_step)
         title = f"{backbone.cell}, last layer, step {trainer.global_step}"
         log_figure(trainer.loggers, "grad_flow/norm_by_step", gradient_flow_figure(curves, title), trainer.global_step)

@@ -5,7 +5,8 @@ Tags, per process (under DDP: rank 0's share):
     throughput/train_tokens_per_s      real (unpadded) input tokens per second of wall time, over the
                                        steps since the previous point (data loading included)
     throughput/train_sequences_per_s   sequences per second, likewise
-    throughput/train_step_ms           mean time of one training step (forward, backward, optimizer)
+    throughput/train_step_ms           mean time of one training batch's step (forward, backward, and
+                                       the optimizer step where it happens)
     throughput/train_outside_step_share  share of the wall time spent outside the steps: loading
                                        and collating the next batch, logging, callbacks
     throughput/val_tokens_per_s, throughput/val_sequences_per_s      per validation run (decoding included)
@@ -80,6 +81,7 @@ class Throughput(L.Callback):
         self._train: Counter | None = None
         self._eval: Counter | None = None
         self._step_start = 0.0
+        self._last_logged_step: int | None = None
 
     # -- training --------------------------------------------------------------------------------
 
@@ -96,7 +98,9 @@ class Throughput(L.Callback):
         counter.add(batch)
         counter.steps += 1
         step = trainer.global_step
-        due = step % logging_interval(trainer, self.every_n_steps) == 0
+        # Optimizer steps, not batches: under gradient accumulation global_step stays put for
+        # several batches, and the first batch ends at step 0 when it only accumulates.
+        due = step > 0 and step != self._last_logged_step and step % logging_interval(trainer, self.every_n_steps) == 0
         if not due:
             counter.step_seconds += time.perf_counter() - self._step_start
             return
@@ -108,6 +112,7 @@ class Throughput(L.Callback):
         values["throughput/train_outside_step_share"] = max(0.0, 1 - counter.step_seconds / max(now - counter.start, 1e-9))
         values.update(peak_memory(pl_module.device))
         log_scalars(trainer.loggers, values, step)
+        self._last_logged_step = step
         self._train = Counter()
 
     # -- validation and test -----------------------------------------------------------------------
