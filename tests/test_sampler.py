@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pickle
 import random
+from typing import Any
 
 import pytest
 import torch
@@ -151,3 +152,221 @@ def test_dataloader_and_lightning_epoch_hook() -> None:
     assert [b.tolist() for b in loader] != epoch0
     clone = pickle.loads(pickle.dumps(sampler))
     assert list(clone) == list(sampler)
+
+
+# -- token budgets (max_tokens) ----------------------------------------------------------------
+
+
+def _padded_tokens(batch: list[int], lengths: list[int]) -> int:
+    return len(batch) * max(lengths[i] for i in batch)
+
+
+def _check_budget(batches: list[list[int]], lengths: list[int], max_tokens: int, cap: int, least: int = 1) -> None:
+    """Every batch fits the budget and the cap, or is the smallest allowed batch (one over-long
+    example; ``least`` examples under DDP)."""
+    for batch in batches:
+        assert 1 <= len(batch) <= cap
+        assert _padded_tokens(batch, lengths) <= max_tokens or len(batch) <= least, batch
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_token_budget_respected_with_cap_and_every_index_once(shuffle: bool) -> None:
+    lengths = LENGTHS[:1000] + [700, 900]  # two examples longer than the budget
+    sampler = BucketBatchSampler(lengths, batch_size=48, shuffle=shuffle, max_tokens=600, pool_size=10, seed=1)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert sorted(_flat(batches)) == list(range(len(lengths)))
+        _check_budget(batches, lengths, 600, cap=48)
+        assert [1000] in batches and [1001] in batches  # over-long: alone, never dropped
+        assert max(map(len, batches)) == 48  # the cap binds for the shortest examples
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_token_budget_gives_short_sequences_bigger_batches(shuffle: bool) -> None:
+    lengths = [5] * 100 + [50] * 20
+    random.Random(0).shuffle(lengths)
+    batches = list(BucketBatchSampler(lengths, batch_size=64, shuffle=shuffle, max_tokens=100, pool_size=4))
+    assert sorted(_flat(batches)) == list(range(120))
+    short = [b for b in batches if max(lengths[i] for i in b) == 5]
+    long = [b for b in batches if max(lengths[i] for i in b) == 50]
+    assert all(len(b) <= 20 for b in short) and all(len(b) <= 2 for b in long)
+    assert [len(b) for b in short].count(20) == 5 and [len(b) for b in long].count(2) == 10
+
+
+def test_token_budget_is_deterministic_per_seed_and_epoch_and_len_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnnlab.data.sampler as sampler_module
+
+    options = dict(batch_size=64, max_tokens=800, pool_size=5)
+    a, b = BucketBatchSampler(LENGTHS, seed=3, **options), BucketBatchSampler(LENGTHS, seed=3, **options)
+    epochs = []
+    for epoch in range(4):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        batches = list(a)
+        assert batches == list(b) == list(a)
+        assert len(a) == len(batches) and sorted(_flat(batches)) == list(range(len(LENGTHS)))
+        epochs.append(batches)
+    assert all(epochs[0] != other for other in epochs[1:])
+    assert list(BucketBatchSampler(LENGTHS, seed=4, **options)) != epochs[0]
+    cuts = []
+    original = sampler_module.cut_by_tokens
+    monkeypatch.setattr(sampler_module, "cut_by_tokens", lambda *args, **kw: cuts.append(1) or original(*args, **kw))
+    a.set_epoch(7)
+    length = len(a)
+    calls = len(cuts)
+    assert calls > 0
+    assert [len(a) for _ in range(5)] == [length] * 5 and len(list(a)) == length
+    assert len(cuts) == calls  # len and iteration of one epoch share one computation
+    a.set_epoch(0)
+    assert list(a) == epochs[0]
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_token_budget_under_replicas_equal_shares_and_len_per_rank(replicas: int) -> None:
+    """Training: every global batch is a multiple of R examples (>= R) split into equal shares,
+    one batch of the 1000 % R left-over examples is topped up; evaluation: nothing repeated, len
+    differs by at most one between ranks. len is what each rank yields, epoch after epoch."""
+    lengths = LENGTHS[:1000]
+    for shuffle in (True, False):
+        options = dict(batch_size=48, shuffle=shuffle, max_tokens=500, pool_size=4, seed=2, num_replicas=replicas)
+        samplers = [BucketBatchSampler(lengths, rank=rank, **options) for rank in range(replicas)]
+        for epoch in range(3):
+            shards = []
+            for sampler in samplers:
+                sampler.set_epoch(epoch)
+                shard = list(sampler)
+                assert len(shard) == len(sampler)
+                shards.append(shard)
+            if shuffle:
+                assert len({len(shard) for shard in shards}) == 1
+                short = 0
+                for shares in zip(*shards):
+                    assert len({len(share) for share in shares}) == 1  # equal shares
+                    whole = [i for step in zip(*shares) for i in step]
+                    if len(set(whole)) < replicas:
+                        short += 1  # the left-over examples, topped up by repetition
+                    else:
+                        _check_budget([whole], lengths, 500, cap=48, least=replicas)
+                assert short == (1 if len(lengths) % replicas else 0)
+                assert sorted(set(_flat([b for s in shards for b in s]))) == list(range(len(lengths)))
+            else:
+                assert max(map(len, shards)) - min(map(len, shards)) <= 1
+                assert sorted(_flat([b for s in shards for b in s])) == list(range(len(lengths)))
+
+
+def test_token_budget_skip_batches_resumes_at_the_right_batch() -> None:
+    for replicas, rank in ((1, 0), (2, 1)):
+        options = dict(batch_size=32, max_tokens=400, pool_size=3, seed=9, num_replicas=replicas, rank=rank)
+        reference = BucketBatchSampler(LENGTHS, **options)
+        reference.set_epoch(2)
+        whole = list(reference)
+        resumed = BucketBatchSampler(LENGTHS, **options)  # a new process: nothing cached
+        resumed.set_epoch(2)
+        resumed.skip_batches = 7
+        assert list(resumed) == whole[7:]
+        assert list(resumed) == whole  # the skip applies to one iteration only
+
+
+def test_token_budget_drop_last_drops_only_the_left_over_batch_under_replicas() -> None:
+    lengths = LENGTHS[:1000]
+    single = BucketBatchSampler(lengths, batch_size=32, max_tokens=400, drop_last=True, seed=1)
+    assert list(single) == list(BucketBatchSampler(lengths, batch_size=32, max_tokens=400, seed=1))  # nothing to drop
+    shards = [
+        list(BucketBatchSampler(lengths, batch_size=33, max_tokens=400, drop_last=True, seed=1, num_replicas=3, rank=r))
+        for r in range(3)
+    ]
+    flat = _flat([b for s in shards for b in s])
+    assert len(flat) == len(set(flat)) == 999  # 1000 % 3: one example left out, none repeated
+
+
+def test_token_budget_padding_on_lognormal_lengths() -> None:
+    """Budget batches from pools of the default size keep padding <= 3 % on skewed lengths where
+    fixed-size batches from the same pools pad 11 %. How tight the buckets are depends on how
+    many batches a pool holds (pool_size * batch_size examples): a cap of 32 with a budget of about
+    32 * the mean length pads 3.2-3.5 % with the default pool, 1.8 % with pool_size=100."""
+    rng = random.Random(0)
+    lengths = [min(400, max(1, round(rng.lognormvariate(3.0, 0.8)))) for _ in range(5000)]
+    fixed = padding_ratio(BucketBatchSampler(lengths, batch_size=32, seed=0), lengths)
+    assert fixed > 0.1
+    for batch_size, max_tokens, pool_size in ((64, 1000, 50), (32, 500, 50), (32, 1000, 100)):
+        sampler = BucketBatchSampler(lengths, batch_size=batch_size, max_tokens=max_tokens, pool_size=pool_size, seed=0)
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            assert padding_ratio(sampler, lengths) <= 0.03, (batch_size, max_tokens, pool_size, epoch)
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, "100", True])
+def test_invalid_max_tokens_is_a_user_error(value: object) -> None:
+    from rnnlab.data import KeywordsDataModule
+
+    with pytest.raises(UserError, match="data.max_tokens"):
+        BucketBatchSampler(LENGTHS, batch_size=8, max_tokens=value)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="data.max_tokens"):
+        KeywordsDataModule(max_tokens=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_datamodule_with_max_tokens_serves_batches_within_the_budget(bucketing: bool) -> None:
+    from rnnlab.batch import Batch
+    from rnnlab.data import KeywordsDataModule
+
+    module = KeywordsDataModule(num_train=300, num_val=60, num_test=20, batch_size=256, max_tokens=120, bucketing=bucketing)
+    module.setup("fit")
+    for split, loader in (("train", module.train_dataloader()), ("val", module.val_dataloader())):
+        assert isinstance(loader.batch_sampler, BucketBatchSampler) and loader.batch_sampler.max_tokens == 120
+        seen, sizes = [], []
+        for batch in loader:
+            assert isinstance(batch, Batch)
+            size, steps = batch.inputs.shape
+            assert size * steps <= 120 or size == 1
+            sizes.append(size)
+            seen += batch.extras["index"].tolist()
+        assert sorted(seen) == list(range(len(module.datasets[split]))), split
+        assert len(sizes) == len(loader)
+        if bucketing or split == "val":  # without bucketing, random training batches under the budget
+            assert max(sizes) > 2 * min(sizes)  # short examples: bigger batches
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_training_with_max_tokens_validates_every_epoch_and_trains_each_epochs_batches() -> None:
+    """The number of budget batches changes from epoch to epoch (pools of one batch make it change
+    a lot); Lightning must not keep the first epoch's count (it would skip validation after a
+    shorter epoch and cut a longer one short)."""
+    import lightning as L
+
+    from rnnlab.data import KeywordsDataModule
+    from rnnlab.tasks import SequenceClassifier
+
+    module = KeywordsDataModule(num_train=200, num_val=20, num_test=20, batch_size=64, max_tokens=250, bucket_pool_size=1, seed=5)
+    module.setup("fit")
+    backbone = {"_target_": "rnnlab.backbones.RecurrentBackbone", "cell": "gru", "hidden_size": 4, "embedding_dim": 4}
+    model = SequenceClassifier(module.spec, backbone, {"_target_": "torch.optim.Adam", "lr": 0.01})
+
+    class Record(L.Callback):
+        def __init__(self) -> None:
+            self.trained: dict[int, list[list[int]]] = {}
+            self.validated: list[tuple[int, int]] = []
+
+        def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+            self.trained.setdefault(trainer.current_epoch, []).append(batch.extras["index"].tolist())
+
+        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.validated.append((trainer.current_epoch, len(self.trained[trainer.current_epoch])))
+
+    record = Record()
+    trainer = L.Trainer(
+        max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[record], use_distributed_sampler=False,
+    )
+    trainer.fit(model, datamodule=module)
+    lengths = [len(example["inputs"]) for example in module.datasets["train"]]
+    expected = {}
+    for epoch in range(4):
+        sampler = BucketBatchSampler(lengths, batch_size=64, max_tokens=250, pool_size=1, seed=5)
+        sampler.set_epoch(epoch)
+        expected[epoch] = list(sampler)
+    assert len({len(batches) for batches in expected.values()}) > 1  # the count does change
+    assert record.trained == expected
+    assert record.validated == [(epoch, len(expected[epoch])) for epoch in range(4)]

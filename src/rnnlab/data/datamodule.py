@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from rnnlab.data.collate import SequenceCollator
-from rnnlab.data.sampler import BucketBatchSampler, world_size_and_rank
+from rnnlab.data.sampler import BucketBatchSampler, check_max_tokens, world_size_and_rank
 from rnnlab.data.splits import UserFileSplits
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
@@ -30,6 +30,8 @@ class SequenceDataModule(L.LightningDataModule):
     ``batch_size`` (and ``eval_batch_size``) are global: under DDP each of R processes gets its
     share of every batch (see :class:`BucketBatchSampler`), so a run on R processes takes the
     same optimisation steps as one process with the same batch size.
+    ``max_tokens`` (null: off) cuts batches by a token budget instead, with ``batch_size`` /
+    ``eval_batch_size`` as a cap on examples per batch (see :class:`BucketBatchSampler`).
     Subclasses fill ``self.datasets`` in ``setup`` (reading each split with :meth:`read_split`,
     or ``test_file`` with :meth:`read_file`), fit ``self.vocab`` on the training split, and
     describe the model's input in ``spec``.
@@ -45,17 +47,20 @@ class SequenceDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         test_file: str | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise UserError(f"data.batch_size must be >= 1; got {batch_size}")
         if num_workers < 0:
             raise UserError(f"data.num_workers must be >= 0; got {num_workers}")
+        check_max_tokens(max_tokens)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.bucketing = bucketing
         self.bucket_pool_size = bucket_pool_size
+        self.max_tokens = max_tokens
         self.seed = seed
         self.pin_memory = pin_memory
         self.test_file = test_file
@@ -135,19 +140,24 @@ class SequenceDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
-        pool_size = self.bucket_pool_size
+        pool_size, sort_pools = self.bucket_pool_size, True
         if shuffle and not self.bucketing:
-            if world_size_and_rank()[0] == 1:
+            if self.max_tokens is not None:
+                sort_pools = False  # random batches, each cut to the token budget
+            elif world_size_and_rank()[0] == 1:
                 return DataLoader(examples, batch_size=batch_size, shuffle=True, **common)
-            # Under DDP a plain shuffled loader would feed every rank the whole split; pools of one
-            # batch give random (unbucketed) global batches that the sampler shares among ranks.
-            pool_size = 1
+            else:
+                # Under DDP a plain shuffled loader would feed every rank the whole split; pools of one
+                # batch give random (unbucketed) global batches that the sampler shares among ranks.
+                pool_size = 1
         sampler = BucketBatchSampler(
             [len(example["inputs"]) for example in examples],
             batch_size,
             shuffle=shuffle,
             pool_size=pool_size,
             seed=self.seed,
+            max_tokens=self.max_tokens,
+            sort_pools=sort_pools,
         )
         return DataLoader(examples, batch_sampler=sampler, **common)
 
@@ -159,6 +169,8 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self.dataloader("train", shuffle=True)
+        if isinstance(loader.batch_sampler, BucketBatchSampler) and loader.batch_sampler.max_tokens is not None:
+            self._reload_every_epoch(loader.batch_sampler)
         if self._resume_position is not None:
             epoch, done = self._resume_position
             self._resume_position = None
@@ -168,6 +180,18 @@ class SequenceDataModule(L.LightningDataModule):
             loader.batch_sampler.set_epoch(epoch)
             loader.batch_sampler.skip_batches = done
         return loader
+
+    def _reload_every_epoch(self, sampler: BucketBatchSampler) -> None:
+        """Under a token budget the number of training batches changes from epoch to epoch, but
+        Lightning reads ``len`` of the training loader only when it loads it: an epoch with fewer
+        batches would skip its validation (Lightning validates after that many batches) and one with
+        more would be cut short. So the trainer reloads this loader every epoch, and a new loader
+        starts at the trainer's epoch, making its ``len`` that epoch's."""
+        trainer = self.trainer
+        if trainer is None:
+            return
+        sampler.set_epoch(trainer.current_epoch)
+        trainer.reload_dataloaders_every_n_epochs = 1
 
     def val_dataloader(self) -> DataLoader:
         return self.dataloader("val", shuffle=False)

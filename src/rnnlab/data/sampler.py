@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -21,8 +22,21 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     shuffle=False (evaluation): all indices sorted by length (stable), cut into batches; no randomness.
 
+    Batch sizes: without ``max_tokens``, every batch holds ``batch_size`` examples but the last.
+    With ``max_tokens`` (a token budget), batches are cut greedily from each length-sorted pool:
+    each takes as many examples as fit ``len(batch) * longest length in it <= max_tokens`` (the
+    padded steps the model computes), at most ``batch_size`` (a cap, so it may be set large), so
+    short sequences come in bigger batches than long ones. A single example longer than
+    ``max_tokens`` forms a batch alone (never dropped). The budget counts the ``lengths`` given,
+    the data modules' input steps. The number of batches then depends on the epoch's
+    permutation; ``len`` is computed from the same batch list (cached per seed and epoch).
+    ``sort_pools=False`` (``data.bucketing=false`` with a budget) leaves the pools unsorted: the
+    random permutation is cut in its own order by the same rule, giving random batches.
+
     drop_last drops the one batch shorter than ``batch_size``, if any: every pool but the last
-    holds a whole number of batches, so only the final batch can be short.
+    holds a whole number of batches, so only the final batch can be short. With ``max_tokens``
+    batch sizes vary by design, so no batch counts as short and drop_last drops nothing, except
+    in distributed training: there it drops the one batch of fewer than R examples (below).
 
     Distributed: ``batch_size`` is the global batch. With R replicas (``num_replicas``/``rank``,
     or else the initialised ``torch.distributed`` group, resolved at iteration time so that the
@@ -38,11 +52,19 @@ class BucketBatchSampler(Sampler[list[int]]):
       in the gradient); if it has fewer than R examples it is topped up to R by repeating its own
       examples, since DDP needs every rank to take every step. ``len`` is the number of global
       batches on every rank.
+      With ``max_tokens``, every budget batch's size is rounded down to a multiple of R, and is at
+      least R (R examples may then pass the budget, as one over-long example does alone), so
+      every share of every batch has the same size; the global batches therefore depend on R (they
+      are those of one process only for R = 1). Full pools hold a multiple of R examples, so only
+      the end of the last pool can leave a batch of fewer than R examples (when R does not divide
+      the split): it is topped up as above, or dropped with drop_last.
     - shuffle=False (evaluation): no example is repeated, so that metrics summed over ranks
       count each example once; any eval batch size works (shares may differ by one example) and
       a rank whose share of the short last batch is empty skips it, so ``len`` may be one less on
       the higher ranks. A split with fewer examples than R is a UserError (a rank with no batch
-      at all would leave the others waiting for its metrics).
+      at all would leave the others waiting for its metrics). With ``max_tokens``, every batch
+      but the last takes at least R examples (passing the budget if it must), so that, as
+      without a budget, only the last batch can leave a rank out.
 
     With Lightning, build the DataLoader with ``batch_sampler=`` and set
     ``Trainer(use_distributed_sampler=False)``: this class does its own sharding and Lightning
@@ -61,11 +83,14 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        max_tokens: int | None = None,
+        sort_pools: bool = True,
     ) -> None:
         if not _is_positive_int(batch_size):
             raise UserError(f"data.batch_size must be a positive integer; got {batch_size!r}")
         if not _is_positive_int(pool_size):
             raise UserError(f"data.bucket_pool_size must be a positive integer; got {pool_size!r}")
+        check_max_tokens(max_tokens)
         if num_replicas is not None and not _is_positive_int(num_replicas):
             raise ValueError(f"num_replicas must be a positive integer; got {num_replicas!r}")
         if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
@@ -78,10 +103,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
+        self.max_tokens = max_tokens
+        self.sort_pools = sort_pools
         self.epoch = 0
         # Batches of this rank to leave out at the start of the next iteration only: a run resumed
         # mid-epoch continues with the batch it stopped before (rnnlab.callbacks.resume).
         self.skip_batches = 0
+        # With max_tokens: (key, the epoch's global batches) and (key + rank, len), see _budget_batches.
+        self._cached_batches: tuple[tuple[Any, ...], list[list[int]]] | None = None
+        self._cached_len: tuple[tuple[Any, ...], int] | None = None
 
     @property
     def sampler(self) -> BucketBatchSampler:
@@ -95,20 +125,34 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         replicas, rank = self._world()
         skip, self.skip_batches = self.skip_batches, 0
-        shares = (rank_share(batch, replicas, rank, pad=self.shuffle) for batch in self._batches())
-        yield from itertools.islice((share for share in shares if share), skip, None)
+        shares = (rank_share(batch, replicas, rank, pad=self.shuffle) for batch in self._batches(replicas))
+        yield from itertools.islice((list(share) for share in shares if share), skip, None)
 
     def __len__(self) -> int:
+        replicas, rank = self._world()
+        if self.max_tokens is not None:
+            key = (*self._budget_key(replicas), rank)
+            if self._cached_len is None or self._cached_len[0] != key:
+                batches = self._batches(replicas)
+                count = len(batches) if self.shuffle else sum(len(batch) > rank for batch in batches)
+                self._cached_len = (key, count)
+            return self._cached_len[1]
         n, size = len(self._lengths), self._batch_size
         total = n // size if self._drop_last else -(-n // size)
-        replicas, rank = self._world()
         short = 0 if self._drop_last else n % size  # size of the one short batch; 0: none
         if not self.shuffle and 0 < short <= rank:
             return total - 1  # this rank's share of the short batch is empty (evaluation: no repeats)
         return total
 
-    def _batches(self) -> list[list[int]]:
-        """All batches of this epoch, before sharding."""
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cached_batches"] = state["_cached_len"] = None  # recomputed on demand
+        return state
+
+    def _batches(self, replicas: int = 1) -> list[list[int]]:
+        """All batches of this epoch, before sharding among ``replicas`` ranks."""
+        if self.max_tokens is not None:
+            return self._budget_batches(replicas)
         size = self._batch_size
         if not self.shuffle:
             order = torch.sort(self._lengths, stable=True).indices.tolist()
@@ -123,6 +167,38 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches.extend(_cut(pool.tolist(), size))
         batches = self._drop_short(batches)
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def _budget_key(self, replicas: int) -> tuple[Any, ...]:
+        """Everything the batches of a token budget depend on."""
+        return (self.seed, self.epoch, self.shuffle, self.pool_size, self.sort_pools, self.max_tokens, replicas)
+
+    def _budget_batches(self, replicas: int) -> list[list[int]]:
+        """The epoch's batches under ``max_tokens`` (cached: ``len`` and ``iter`` share them)."""
+        key = self._budget_key(replicas)
+        if self._cached_batches is not None and self._cached_batches[0] == key:
+            return self._cached_batches[1]
+        assert self.max_tokens is not None
+        lengths = self._lengths.tolist()
+        if not self.shuffle:
+            order = torch.sort(self._lengths, stable=True).indices.tolist()
+            batches = cut_by_tokens(order, lengths, self.max_tokens, self._batch_size, step=1, least=replicas)
+        else:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            perm = torch.randperm(len(self._lengths), generator=generator)
+            pool_len = self.pool_size * self._batch_size if self.sort_pools else max(len(perm), 1)
+            batches = []
+            for start in range(0, len(perm), pool_len):
+                pool = perm[start : start + pool_len]
+                if self.sort_pools:
+                    pool = pool[torch.sort(self._lengths[pool], stable=True).indices]
+                batches.extend(
+                    cut_by_tokens(pool.tolist(), lengths, self.max_tokens, self._batch_size, step=replicas, least=replicas)
+                )
+            if self._drop_last and batches and len(batches[-1]) < replicas:
+                batches.pop()  # the end of the last pool: fewer than R examples (only under R > 1)
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        self._cached_batches = (key, batches)
+        return batches
 
     def _drop_short(self, batches: list[list[int]]) -> list[list[int]]:
         """Without the final short batch when drop_last (only the last batch can be short)."""
@@ -164,12 +240,41 @@ def world_size_and_rank(num_replicas: int | None = None, rank: int | None = None
     return num_replicas, rank
 
 
+def check_max_tokens(max_tokens: object) -> None:
+    """``data.max_tokens`` is null (no token budget) or a positive integer; else UserError."""
+    if max_tokens is not None and not _is_positive_int(max_tokens):
+        raise UserError(f"data.max_tokens must be null or a positive integer (padded tokens per batch); got {max_tokens!r}")
+
+
 def _is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _cut(indices: list[int], size: int) -> list[list[int]]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def cut_by_tokens(
+    indices: list[int], lengths: Sequence[int], max_tokens: int, cap: int, step: int = 1, least: int = 1
+) -> list[list[int]]:
+    """Cut ``indices`` in order into batches under a token budget, greedily: each batch, from the
+    first index not yet taken, is the longest run with ``len(run) * max(lengths of run) <=
+    max_tokens`` and ``len(run) <= cap`` whose length is a multiple of ``step``; it takes at least
+    ``least`` indices (or what is left), even past the budget: a single over-long example is a
+    batch alone. On length-sorted ``indices`` the batches are tight length buckets."""
+    batches: list[list[int]] = []
+    start, n = 0, len(indices)
+    while start < n:
+        end = min(start + max(least, 1), n)
+        longest = max(lengths[i] for i in indices[start:end])
+        while end - start + step <= cap and end + step <= n:
+            longer = max(longest, *(lengths[i] for i in indices[end : end + step]))
+            if (end - start + step) * longer > max_tokens:
+                break
+            end, longest = end + step, longer
+        batches.append(indices[start:end])
+        start = end
+    return batches
 
 
 def rank_share(batch: list[int], replicas: int, rank: int, pad: bool = True) -> list[int]:
