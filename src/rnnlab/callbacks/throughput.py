@@ -11,6 +11,8 @@ Tags, per process (under DDP: rank 0's share):
                                        and collating the next batch, logging, callbacks
     throughput/val_tokens_per_s, throughput/val_sequences_per_s      per validation run (decoding included)
     throughput/test_tokens_per_s, throughput/test_sequences_per_s    per test run
+    throughput/startup_s               seconds from the start of the process (the command) to the end
+                                       of its first training step: imports, data, model, Lightning's set-up
     resources/peak_rss_mib             the process's peak resident memory so far
     resources/cuda_max_allocated_mib   on a GPU: the most memory tensors have held so far
 
@@ -19,9 +21,11 @@ The padding ratio of each stage is the task's own ``<stage>/padding_ratio``.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -39,6 +43,17 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         values["resources/cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return values
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc, to 10 ms), or None where unknown."""
+    try:
+        # Field 22 of /proc/self/stat, the start time in clock ticks since boot; the command name
+        # in parentheses may contain spaces, so count from its closing parenthesis (fields 3..).
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def synchronize(device: torch.device) -> None:
@@ -82,6 +97,7 @@ class Throughput(L.Callback):
         self._eval: Counter | None = None
         self._step_start = 0.0
         self._last_logged_step: int | None = None
+        self._started_up = False
 
     # -- training --------------------------------------------------------------------------------
 
@@ -98,6 +114,12 @@ class Throughput(L.Callback):
         counter.add(batch)
         counter.steps += 1
         step = trainer.global_step
+        if not self._started_up and step > 0:
+            self._started_up = True
+            synchronize(pl_module.device)
+            age = process_age()
+            if age is not None:
+                log_scalars(trainer.loggers, {"throughput/startup_s": age}, step)
         # Optimizer steps, not batches: under gradient accumulation global_step stays put for
         # several batches, and the first batch ends at step 0 when it only accumulates.
         due = step > 0 and step != self._last_logged_step and step % logging_interval(trainer, self.every_n_steps) == 0
