@@ -28,7 +28,7 @@ from conftest import cli_env, describe, last_line, run_cli
 from rnnlab.backbones import RecurrentBackbone
 from rnnlab.batch import Batch
 from rnnlab.callbacks import GradientFlow, GradientHealth, ParameterHistograms, Saturation, Throughput
-from rnnlab.callbacks.gradients import parameter_groups
+from rnnlab.callbacks.gradients import clipped_norm, parameter_groups
 from rnnlab.callbacks.probing import first_last_ratio, gradient_flow, saturation
 from rnnlab.data import KeywordsDataModule
 from rnnlab.errors import UserError
@@ -440,9 +440,10 @@ class NormRecorder(L.Callback):
 
 @pytest.mark.parametrize("clip", [1e-3, None], ids=["clipped", "unclipped"])
 def test_gradient_health_norms_and_clipping(tmp_path: Path, clip: float | None) -> None:
-    """Every log_every_n_steps (2) steps: grad/norm is the global norm before clipping, norm_clipped
-    the one the optimizer used (≈ the clip value when every step is clipped), the clipped share 1
-    or 0, and the per-layer norms combine to the global one."""
+    """Every log_every_n_steps (2) steps, at Lightning's numbering (step k at x = k - 1): grad/norm
+    is the global norm before clipping, norm_clipped the one the optimizer used (≈ the clip value
+    when every step is clipped), the clipped share 1 or 0, and the per-layer norms combine to the
+    global one."""
     datamodule = keywords()
     model = keywords_classifier(datamodule)
     recorder = NormRecorder()
@@ -451,25 +452,60 @@ def test_gradient_health_norms_and_clipping(tmp_path: Path, clip: float | None) 
     events = read_events(trainer.logger.log_dir)
 
     for tag in ("grad/norm", "grad/norm_clipped", "grad/clipped_fraction"):
-        assert scalar_steps(events, tag) == [2, 4, 6], tag
+        assert scalar_steps(events, tag) == [1, 3, 5], tag
     norm, clipped, fraction = (scalars(events, f"grad/{name}") for name in ("norm", "norm_clipped", "clipped_fraction"))
     for step in (2, 4, 6):
-        assert norm[step] == pytest.approx(recorder.before[step], rel=1e-4)
-        assert clipped[step] == pytest.approx(recorder.after[step], rel=1e-4)
+        assert norm[step - 1] == pytest.approx(recorder.before[step], rel=1e-4)
+        assert clipped[step - 1] == pytest.approx(recorder.after[step], rel=1e-4)
         if clip is None:
-            assert clipped[step] == pytest.approx(norm[step], rel=1e-6) and fraction[step] == 0.0
+            assert clipped[step - 1] == pytest.approx(norm[step - 1], rel=1e-6) and fraction[step - 1] == 0.0
         else:
-            assert norm[step] > 10 * clip
-            assert clipped[step] == pytest.approx(clip, rel=1e-3) and fraction[step] == 1.0
+            assert norm[step - 1] > 10 * clip
+            assert clipped[step - 1] == pytest.approx(clip, rel=1e-3) and fraction[step - 1] == 1.0
 
     groups = parameter_groups(model)
     layer_tags = {tag for tag in events.Tags()["scalars"] if tag.startswith("grad_norm/")}
     assert layer_tags == {f"grad_norm/{name}" for name in groups}
     assert "grad_norm/backbone.rnn.l1_reverse" in layer_tags and "grad_norm/head.output" in layer_tags
     layers = {tag: scalars(events, tag) for tag in layer_tags}
-    for step in (2, 4, 6):
+    for step in (1, 3, 5):
         combined = math.sqrt(sum(values[step] ** 2 for values in layers.values()))
         assert combined == pytest.approx(norm[step], rel=1e-4)
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+@pytest.mark.parametrize("clip", [None, 0.05, 100.0])
+def test_clipped_norm_is_the_norm_lightning_clipping_leaves(algorithm: str, clip: float | None) -> None:
+    """Worked out before the optimizer steps (some optimizers change .grad in place when they step):
+    the same norm as torch's own clipping of a copy gives, by norm and by value."""
+    torch.manual_seed(0)
+    grads = [torch.randn(5, 3), torch.randn(7) * 10]
+    trainer = L.Trainer(gradient_clip_val=clip, gradient_clip_algorithm=algorithm, logger=False, enable_progress_bar=False)
+    before = torch.nn.utils.get_total_norm(grads)
+    copies = [nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for parameter, grad in zip(copies, grads):
+        parameter.grad = grad.clone()
+    if clip is not None and algorithm == "norm":
+        torch.nn.utils.clip_grad_norm_(copies, clip)
+    elif clip is not None:
+        torch.nn.utils.clip_grad_value_(copies, clip)
+    expected = torch.nn.utils.get_total_norm([p.grad for p in copies])
+    assert float(clipped_norm(trainer, grads, before)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_probe_batch_travels_in_the_checkpoint() -> None:
+    """A resumed run probes the batch the first run chose (the callback's state holds it)."""
+    probe = GradientFlow(probe_size=2)
+    probe.batch = Batch(torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]), torch.tensor([[True, True], [True, False]]), torch.tensor([0, 1]), {"index": torch.tensor([4, 5])})
+    restored = GradientFlow(probe_size=2)
+    restored.load_state_dict(probe.state_dict())
+    assert restored.batch is not None
+    for field in ("inputs", "lengths", "mask", "targets"):
+        assert torch.equal(getattr(restored.batch, field), getattr(probe.batch, field))
+    assert torch.equal(restored.batch.extras["index"], probe.batch.extras["index"])
+    empty = GradientFlow()
+    empty.load_state_dict(GradientFlow().state_dict())
+    assert empty.batch is None
 
 
 def test_gradient_health_counts_optimizer_steps_under_accumulation(tmp_path: Path) -> None:
@@ -482,9 +518,9 @@ def test_gradient_health_counts_optimizer_steps_under_accumulation(tmp_path: Pat
     trainer = fit(tmp_path, datamodule, model, callbacks, accumulate_grad_batches=2, gradient_clip_val=1e-3)
     assert trainer.global_step == 3
     events = read_events(trainer.logger.log_dir)
-    assert scalar_steps(events, "grad/norm") == [1, 2, 3]
+    assert scalar_steps(events, "grad/norm") == [0, 1, 2]
     for step, value in scalars(events, "grad/norm").items():
-        assert value == pytest.approx(recorder.before[step], rel=1e-4)
+        assert value == pytest.approx(recorder.before[step + 1], rel=1e-4)
     assert list(scalars(events, "grad/clipped_fraction").values()) == [1.0, 1.0, 1.0]
 
 
@@ -522,16 +558,18 @@ def test_throughput_tags_per_stage(tmp_path: Path) -> None:
     names = ("tokens_per_s", "sequences_per_s", "step_ms", "outside_step_share")
     train = {name: scalars(events, f"throughput/train_{name}") for name in names}
     for values in train.values():
-        assert list(values) == [3, 6, 9, 12]
+        assert list(values) == [2, 5, 8, 11]  # steps 3, 6, 9, 12 at Lightning's numbering
     for step in (3, 6, 9, 12):
         window = [recorder.train[s] for s in range(step - 2, step + 1)]
         tokens, sequences = sum(t for t, _ in window), sum(n for _, n in window)
-        assert train["sequences_per_s"][step] > 0 and train["step_ms"][step] > 0
-        assert 0.0 <= train["outside_step_share"][step] <= 1.0
+        x = step - 1
+        assert train["sequences_per_s"][x] > 0 and train["step_ms"][x] > 0
+        assert 0.0 <= train["outside_step_share"][x] <= 1.0
         # Same elapsed time in both rates: their ratio is the window's mean real length.
-        assert train["tokens_per_s"][step] / train["sequences_per_s"][step] == pytest.approx(tokens / sequences, rel=1e-5)
+        assert train["tokens_per_s"][x] / train["sequences_per_s"][x] == pytest.approx(tokens / sequences, rel=1e-5)
 
-    for stage, steps, loader in (("val", [6, 12], datamodule.val_dataloader()), ("test", [12], datamodule.test_dataloader())):
+    # Where Lightning logs val/* (x = k - 1 after k steps) and test/* (x = k after fitting).
+    for stage, steps, loader in (("val", [5, 11], datamodule.val_dataloader()), ("test", [12], datamodule.test_dataloader())):
         batches = list(loader)
         tokens, sequences = sum(int(b.lengths.sum()) for b in batches), sum(len(b) for b in batches)
         rates = {name: scalars(events, f"throughput/{stage}_{name}") for name in ("tokens_per_s", "sequences_per_s")}
@@ -541,7 +579,7 @@ def test_throughput_tags_per_stage(tmp_path: Path) -> None:
 
     peak_now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (KiB on Linux)
     peaks = [event.value for event in events.Scalars("resources/peak_rss_mib")]
-    assert len(peaks) == 4 + 2 + 1  # train points, validation runs, the test run
+    assert len(peaks) == 4 + 1  # train points (the validations share their step numbers), the test run
     assert all(0 < peak <= peak_now + 1e-3 for peak in peaks)
 
 
@@ -553,16 +591,16 @@ def test_throughput_points_are_optimizer_steps_under_accumulation(tmp_path: Path
     trainer = fit(tmp_path, datamodule, model, [Throughput(every_n_steps=1)], accumulate_grad_batches=2)
     assert trainer.global_step == 3
     events = read_events(trainer.logger.log_dir)
-    assert scalar_steps(events, "throughput/train_sequences_per_s") == [1, 2, 3]
+    assert scalar_steps(events, "throughput/train_sequences_per_s") == [0, 1, 2]
 
 
 class ParameterRecorder(L.Callback):
-    """At each epoch's last batch: every parameter's sum and its gradient's sum of squares."""
+    """Just before each epoch's last optimizer step: every parameter's sum and its gradient's sum of squares."""
 
     def __init__(self) -> None:
         self.seen: dict[int, dict[str, tuple[float, float | None]]] = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         if trainer.is_last_batch:
             self.seen[trainer.global_step] = {
                 name: (float(p.detach().double().sum()), None if p.grad is None else float(p.grad.double().pow(2).sum()))
@@ -585,7 +623,7 @@ def test_parameter_histograms_every_n_epochs(tmp_path: Path) -> None:
     parameters = dict(model.named_parameters())
     for name in names:
         weights, gradients = events.Histograms(f"weights/{name}"), events.Histograms(f"gradients/{name}")
-        assert [e.step for e in weights] == [e.step for e in gradients] == [6, 12], name
+        assert [e.step for e in weights] == [e.step for e in gradients] == [5, 11], name
         for weight_event, gradient_event in zip(weights, gradients):
             weight_sum, grad_squares = recorder.seen[weight_event.step][name]
             assert weight_event.histogram_value.num == gradient_event.histogram_value.num == parameters[name].numel()
@@ -652,7 +690,8 @@ def test_probes_measure_a_fixed_batch_in_eval_mode(tmp_path: Path) -> None:
 
 
 def test_probes_need_a_recurrent_backbone_and_rnnlab_batches() -> None:
-    """A one-line UserError naming the option, not a crash deep inside the probe."""
+    """Without a recurrent backbone: a warning naming the option, and the probe stands aside; a
+    batch that is not an rnnlab Batch: a one-line UserError, not a crash deep inside the probe."""
 
     class NotRecurrent(L.LightningModule):
         def __init__(self) -> None:
@@ -660,8 +699,11 @@ def test_probes_need_a_recurrent_backbone_and_rnnlab_batches() -> None:
             self.backbone = nn.Linear(2, 2)
 
     for probe in (GradientFlow(), Saturation()):
-        with pytest.raises(UserError, match=rf"callbacks\.{probe.config_key} measures a recurrent backbone.*Linear"):
+        with pytest.warns(UserWarning, match=rf"callbacks\.{probe.config_key} measures the recurrent backbone.*Linear: nothing to measure"):
             probe.on_fit_start(None, NotRecurrent())  # type: ignore[arg-type]
+        assert not probe.enabled
+        probe.on_train_batch_start(None, NotRecurrent(), (torch.zeros(2), torch.zeros(2)), 0)  # type: ignore[arg-type]
+        probe.enabled = True
         with pytest.raises(UserError, match=rf"callbacks\.{probe.config_key} needs rnnlab batches; got tuple"):
             probe.on_train_batch_start(None, NotRecurrent(), (torch.zeros(2), torch.zeros(2)), 0)  # type: ignore[arg-type]
 
@@ -698,24 +740,23 @@ def test_cli_with_every_diagnostic(tmp_path: Path) -> None:
     assert all(0 < value < 1 for value in scalars(events, "saturation/l0/forget_mean").values())
     assert {"weights/backbone.rnn.weight_hh_l0", "gradients/head.projection.weight"} <= set(tags["histograms"])
     for tag in ("grad/norm", "grad/norm_clipped", "grad/clipped_fraction", "grad_norm/backbone.rnn.l0_reverse"):
-        assert scalar_steps(events, tag) == [2, 4], tag
+        assert scalar_steps(events, tag) == [1, 3], tag
     expected = {f"throughput/{stage}_tokens_per_s" for stage in ("train", "val", "test")} | {"resources/peak_rss_mib"}
     assert expected <= set(tags["scalars"])
 
 
-def test_cli_gradient_flow_without_a_recurrent_backbone_fails_clearly(tmp_path: Path) -> None:
-    """experiment=digits_names encodes with an MLP: callbacks=gradient_flow stops with one line that
-    names the option and what it needs, no traceback."""
+def test_cli_gradient_flow_without_a_recurrent_backbone_warns_and_trains(tmp_path: Path) -> None:
+    """experiment=digits_names encodes with an MLP: callbacks=gradient_flow (as in
+    callbacks=diagnostics) warns that there is nothing to measure, and the run trains as usual."""
     result = run_cli(
         "train", "experiment=digits_names", "callbacks=gradient_flow", "model.backbone.hidden_size=8",
         "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "logger=tensorboard", f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path, env=ENV,
     )
-    assert result.returncode != 0, describe(result)
-    message = last_line(result.stderr)
-    assert "callbacks.gradient_flow" in message and "recurrent backbone" in message, describe(result)
-    assert "Traceback" not in result.stderr, describe(result)
+    assert result.returncode == 0, describe(result)
+    assert "callbacks.gradient_flow measures the recurrent backbone" in result.stderr, describe(result)
+    assert "VectorEncoder: nothing to measure" in result.stderr, describe(result)
 
 
 # -- bad options ---------------------------------------------------------------------------------

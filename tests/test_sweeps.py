@@ -230,16 +230,20 @@ def test_sweep_runs_share_a_log_dir_and_log_their_overrides_as_hparams(tmp_path:
 
     runs = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
     runs.Reload()
-    assert sorted(runs.Runs()) == ["0/tensorboard", "1/tensorboard"]
+    assert sorted(runs.Runs()) == ["0/tensorboard", "1/tensorboard", "hparams"]
+    content = runs.PluginRunToTagToContent("hparams")
     for run, backbone in (("0/tensorboard", "rnn"), ("1/tensorboard", "gru")):
-        content = runs.PluginRunToTagToContent("hparams")[run]
-        start = plugin_data_pb2.HParamsPluginData.FromString(content[metadata.SESSION_START_INFO_TAG]).session_start_info
+        start = plugin_data_pb2.HParamsPluginData.FromString(content[run][metadata.SESSION_START_INFO_TAG]).session_start_info
         assert start.hparams["model/backbone"].string_value == backbone
         assert start.hparams["model.optimizer.lr"].number_value == pytest.approx(0.01)
         assert start.hparams["seed"].number_value == 42 and start.hparams["data.num_train"].number_value == 96
+        assert start.hparams["status"].string_value == "completed"
         assert "model.backbone.cell" not in start.hparams and not any(key.startswith("logger") for key in start.hparams)
-        experiment = plugin_data_pb2.HParamsPluginData.FromString(content[metadata.EXPERIMENT_TAG]).experiment
-        assert {"val/acc", "test/acc"} <= {info.name.tag for info in experiment.metric_infos}
+        assert metadata.EXPERIMENT_TAG not in content[run]
+    # One table definition for the sweep: every key any job set, the best validation and test metrics.
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["hparams"][metadata.EXPERIMENT_TAG]).experiment
+    assert {"model/backbone", "model.optimizer.lr", "seed", "status"} <= {info.name for info in experiment.hparam_infos}
+    assert {"best/val/acc", "test/acc"} <= {info.name.tag for info in experiment.metric_infos}
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

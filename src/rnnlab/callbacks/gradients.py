@@ -3,11 +3,14 @@
 Tags (TensorBoard, and every other logger for scalars), at the optimizer step they describe:
 
     grad/norm               global L2 norm of all gradients, before clipping
-    grad/norm_clipped       the same after clipping (what the optimizer used)
+    grad/norm_clipped       the same after clipping (what the optimizer receives)
     grad/clipped_fraction   share of the optimizer steps since the previous point that clipping changed
     grad_norm/<layer>       L2 norm of one layer's gradients before clipping: ``backbone.embedding``,
                             ``backbone.rnn.l0``, ``backbone.rnn.l0_reverse``, ``head.output``, ...
     weights/<parameter>, gradients/<parameter>   histograms (ParameterHistograms)
+
+Points are logged at Lightning's own step numbering, so that they line up with ``train/loss``:
+the numbers of the k-th optimizer step (computed with the weights after k - 1 steps) at x = k - 1.
 """
 
 from __future__ import annotations
@@ -47,6 +50,21 @@ def gradient_norm(parameters: list[nn.Parameter]) -> torch.Tensor | None:
     return get_total_norm(grads) if grads else None
 
 
+def clipped_norm(trainer: L.Trainer, grads: list[torch.Tensor], before: torch.Tensor) -> torch.Tensor:
+    """The global norm ``grads`` will have once Lightning clips them with the trainer's settings.
+
+    Worked out before the optimizer steps, since some optimizers (e.g. SGD with Nesterov momentum)
+    change ``.grad`` in place when they step: by norm, torch's ``clip_grad_norm_`` scales by
+    min(1, clip / (norm + 1e-6)); by value, every entry is clamped to [-clip, clip].
+    """
+    clip = trainer.gradient_clip_val
+    if not clip:
+        return before
+    if str(trainer.gradient_clip_algorithm).lower().endswith("value"):
+        return get_total_norm([g.clamp(-clip, clip) for g in grads])
+    return before * torch.clamp(clip / (before + 1e-6), max=1.0)
+
+
 def check_every(key: str, value: int | None) -> None:
     """``value`` is null (the trainer's log_every_n_steps) or a positive integer."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -63,17 +81,16 @@ class GradientHealth(L.Callback):
     gradient norm before and after clipping, each layer's norm before clipping, and the share of the
     steps since the previous point that clipping changed.
 
-    The norm before clipping is taken in ``on_before_optimizer_step`` (Lightning clips right after
-    it, on unscaled gradients under AMP); the norm after it at the end of the batch, once the
-    optimizer has stepped (the gradients are zeroed only by the next step). Every step costs two
-    fused norm computations; the per-layer norms are computed on logged steps only.
+    Both norms come from ``on_before_optimizer_step``, where Lightning has unscaled the gradients
+    (AMP) and is about to clip them (:func:`clipped_norm`). Every step costs one fused norm
+    computation and no host synchronisation; the per-layer norms only logged steps.
     """
 
     def __init__(self, every_n_steps: int | None = None) -> None:
         check_every("callbacks.gradient_health.every_n_steps", every_n_steps)
         self.every_n_steps = every_n_steps
         self._groups: dict[str, list[nn.Parameter]] = {}
-        self._before: torch.Tensor | None = None
+        self._norms: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's (before, after clipping)
         self._layers: dict[str, torch.Tensor] = {}
         self._reset_window()
 
@@ -89,18 +106,21 @@ class GradientHealth(L.Callback):
         return step % logging_interval(trainer, self.every_n_steps) == 0
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        self._before = gradient_norm(list(pl_module.parameters()))
-        # global_step counts this step once the optimizer has stepped: the step it will be logged at.
-        if self._before is not None and self._logged(trainer, trainer.global_step + 1):
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        before = get_total_norm(grads)
+        self._norms = (before, clipped_norm(trainer, grads, before))
+        # This is optimizer step global_step + 1 (global_step counts it once the optimizer has stepped).
+        if self._logged(trainer, trainer.global_step + 1):
             norms = {name: gradient_norm(parameters) for name, parameters in self._groups.items()}
             self._layers = {name: norm for name, norm in norms.items() if norm is not None}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        before, self._before = self._before, None
-        if before is None:  # no optimizer step in this batch (gradient accumulation), or no gradients
+        norms, self._norms = self._norms, None
+        if norms is None:  # no optimizer step in this batch (gradient accumulation), or no gradients
             return
-        after = gradient_norm(list(pl_module.parameters()))
-        assert after is not None
+        before, after = norms
         self._steps += 1
         # Clipping by norm scales by clip / (norm + 1e-6): any change beyond rounding counts.
         self._clipped = self._clipped + (after < before * (1 - 1e-5)).long()
@@ -112,26 +132,26 @@ class GradientHealth(L.Callback):
             "grad/clipped_fraction": float(self._clipped) / self._steps,
         }
         values.update({f"grad_norm/{name}": float(norm) for name, norm in self._layers.items()})
-        log_scalars(trainer.loggers, values, trainer.global_step)
+        log_scalars(trainer.loggers, values, trainer.global_step - 1)
         self._layers = {}
         self._reset_window()
 
 
 class ParameterHistograms(L.Callback):
-    """Every ``every_n_epochs`` training epochs, at the epoch's last batch: a histogram of every
-    parameter (``weights/<name>``) and of its gradient from that step, after clipping
-    (``gradients/<name>``). Taken at the batch's end because Lightning zeroes the gradients before
-    validation."""
+    """Every ``every_n_epochs`` training epochs, at the epoch's last optimizer step: a histogram of
+    every parameter (``weights/<name>``) and of its gradient before clipping (``gradients/<name>``).
+    Taken just before the optimizer steps, since Lightning zeroes the gradients before validation
+    and some optimizers change them in place when they step."""
 
     def __init__(self, every_n_epochs: int = 1) -> None:
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise UserError(f"callbacks.histograms.every_n_epochs must be a positive integer; got {every_n_epochs!r}")
         self.every_n_epochs = every_n_epochs
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         if not trainer.is_last_batch or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        for name, parameter in pl_module.named_parameters():
+        for name, parameter in pl_module.named_parameters():  # at Lightning's step numbering (module doc)
             log_histogram(trainer.loggers, f"weights/{name}", parameter, trainer.global_step)
             if parameter.grad is not None:
                 log_histogram(trainer.loggers, f"gradients/{name}", parameter.grad, trainer.global_step)

@@ -12,6 +12,7 @@ not touched.
 Tags:
 
     grad_flow/norm_by_step                 figure: ‖∂loss/∂h_t‖ against t, log scale, per direction
+                                           (root mean square over the sequences that reach t)
     grad_flow/first_last_ratio             ‖∂loss/∂h_1‖ / ‖∂loss/∂h_T‖ of the last layer's forward direction
     grad_flow/first_last_ratio_reverse     its backward direction (bidirectional), which reads from T
                                            back to 1: ‖∂loss/∂h_T‖ / ‖∂loss/∂h_1‖
@@ -26,20 +27,31 @@ position; ‖·‖ is taken over the hidden units and the probe batch's sequence
 full derivative: through the output at t and through every later step. Each ratio is the state a
 direction read first over the one it read last, so for both directions a ratio ≪ 1 is a
 vanishing gradient and ≫ 1 an exploding one. Padded steps are left out of every number.
+
+The ratio says how far gradients travel when the loss comes from the end of the sequence
+(classification with last-state pooling, the forecaster, the adding problem). Where every step
+has its own loss (tagging, language modelling) or attention reaches every step (seq2seq),
+∂loss/∂h_t is dominated by the loss terms near t and the ratio stays near 1 however short the
+memory: read the figure's slope instead. Only the task's ``backbone`` is measured (for seq2seq
+and the autoregressive forecaster: the encoder, not the decoder); a model without a recurrent
+backbone gets a warning and no numbers.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import move_data_to_device, rank_zero_warn
 
 from rnnlab.backbones.recording import DirectionRecord
 from rnnlab.backbones.recurrent import RecurrentBackbone
 from rnnlab.batch import Batch
 from rnnlab.callbacks.gradients import check_every, logging_interval
+from rnnlab.callbacks.throughput import Throughput
 from rnnlab.errors import UserError
 from rnnlab.tasks.media import gradient_flow_figure, log_figure, log_scalars
 
@@ -59,18 +71,32 @@ class RecurrenceProbe(L.Callback):
         self.every_n_steps = every_n_steps
         self.probe_size = probe_size
         self.batch: Batch | None = None
+        self.enabled = True
         self._last_step: int | None = None  # gradient accumulation ends several batches on one step
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         backbone = getattr(pl_module, "backbone", None)
-        if not isinstance(backbone, RecurrentBackbone):
-            raise UserError(
-                f"callbacks.{self.config_key} measures a recurrent backbone (model/backbone=rnn, lstm or gru); "
-                f"this model's backbone is {type(backbone).__name__}"
+        self.enabled = isinstance(backbone, RecurrentBackbone)
+        if not self.enabled:  # e.g. seq2seq from a feature vector: callbacks=diagnostics still runs
+            rank_zero_warn(
+                f"callbacks.{self.config_key} measures the recurrent backbone (model/backbone=rnn, lstm or gru); "
+                f"this model's backbone is {type(backbone).__name__}: nothing to measure"
             )
 
+    def state_dict(self) -> dict[str, Any]:
+        # The probe batch travels in checkpoints, so that a resumed run goes on probing the same one.
+        return {"batch": None if self.batch is None else vars(self.batch)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        batch = state_dict.get("batch")
+        self.batch = None if batch is None else Batch(**batch)
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self.enabled:
+            return
         if self.batch is not None:
+            if self.batch.inputs.device != pl_module.device:  # loaded from a checkpoint
+                self.batch = move_data_to_device(self.batch, pl_module.device)
             return
         if not isinstance(batch, Batch):
             raise UserError(f"callbacks.{self.config_key} needs rnnlab batches; got {type(batch).__name__}")
@@ -88,18 +114,23 @@ class RecurrenceProbe(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if step > 0 and step % logging_interval(trainer, self.every_n_steps) == 0 and step != self._last_step:
+        if self.enabled and step > 0 and step % logging_interval(trainer, self.every_n_steps) == 0 and step != self._last_step:
             self._probe(trainer, pl_module)
 
     def _probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
         modes = [(module, module.training) for module in pl_module.modules()]
         pl_module.eval()
+        start = time.perf_counter()
         try:
             self.measure(trainer, pl_module, pl_module.backbone, self.batch)
         finally:
             for module, training in modes:  # as they were, submodules kept in eval included
                 module.training = training
+            seconds = time.perf_counter() - start
+            for callback in trainer.callbacks:  # the probes' time is not the training's
+                if isinstance(callback, Throughput):
+                    callback.exclude(seconds)
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, backbone: RecurrentBackbone, batch: Batch) -> None:
         raise NotImplementedError
@@ -150,7 +181,11 @@ class GradientFlow(RecurrenceProbe):
             # Ratios span 30 orders of magnitude between cells: their log10 plots readably.
             values[f"grad_flow/log10_first_last_ratio{suffix}"] = math.log10(ratio) if ratio > 0 else (-math.inf if ratio == 0 else math.nan)
             by_position = direction.in_positions(norms.unsqueeze(2)).squeeze(2)  # (B, T)
-            curves["backward" if direction.reverse else "forward"] = by_position.norm(dim=0).cpu().numpy()  # (T,)
+            # The root mean square over the sequences that reach position t (the later positions of
+            # a variable-length batch have fewer of them; a sum would fall for that reason alone).
+            reach = direction.in_positions(direction.mask.unsqueeze(2)).squeeze(2).sum(dim=0).clamp(min=1)  # (T,)
+            rms = (by_position.pow(2).sum(dim=0) / reach).sqrt()
+            curves["backward" if direction.reverse else "forward"] = rms.cpu().numpy()
         log_scalars(trainer.loggers, values, trainer.global_step)
         title = f"{backbone.cell}, last layer, step {trainer.global_step}"
         log_figure(trainer.loggers, "grad_flow/norm_by_step", gradient_flow_figure(curves, title), trainer.global_step)

@@ -16,7 +16,11 @@ Tags, per process (under DDP: rank 0's share):
     resources/peak_rss_mib             the process's peak resident memory so far
     resources/cuda_max_allocated_mib   on a GPU: the most memory tensors have held so far
 
-The padding ratio of each stage is the task's own ``<stage>/padding_ratio``.
+The padding ratio of each stage is the task's own ``<stage>/padding_ratio``. Points line up with
+Lightning's own (``train/loss`` of the k-th optimizer step at x = k - 1). The time the opt-in probes
+(rnnlab.callbacks.probing) take is left out of every number. On a GPU, only the window totals
+are exact (the GPU is synchronised when a point is logged); the split between step time and
+the rest follows wherever the host next waits for the GPU.
 """
 
 from __future__ import annotations
@@ -98,16 +102,27 @@ class Throughput(L.Callback):
         self._step_start = 0.0
         self._last_logged_step: int | None = None
         self._started_up = False
+        self._in_step = False
+        self._memory_step: int | None = None  # peak memory is logged once per step number
 
     # -- training --------------------------------------------------------------------------------
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train = Counter()  # validation between epochs is not training time
 
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` of other callbacks' work (the diagnostics probes) out of the numbers."""
+        if self._train is not None:
+            self._train.start += seconds  # a later start: the window's wall time without them
+            if self._in_step:
+                self._step_start += seconds
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
+        self._in_step = True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._in_step = False
         counter = self._train
         if counter is None:
             return
@@ -119,7 +134,7 @@ class Throughput(L.Callback):
             synchronize(pl_module.device)
             age = process_age()
             if age is not None:
-                log_scalars(trainer.loggers, {"throughput/startup_s": age}, step)
+                log_scalars(trainer.loggers, {"throughput/startup_s": age}, step - 1)
         # Optimizer steps, not batches: under gradient accumulation global_step stays put for
         # several batches, and the first batch ends at step 0 when it only accumulates.
         due = step > 0 and step != self._last_logged_step and step % logging_interval(trainer, self.every_n_steps) == 0
@@ -132,8 +147,8 @@ class Throughput(L.Callback):
         values = counter.rates("train")
         values["throughput/train_step_ms"] = 1000 * counter.step_seconds / counter.steps
         values["throughput/train_outside_step_share"] = max(0.0, 1 - counter.step_seconds / max(now - counter.start, 1e-9))
-        values.update(peak_memory(pl_module.device))
-        log_scalars(trainer.loggers, values, step)
+        values.update(self._memory(pl_module.device, step - 1))
+        log_scalars(trainer.loggers, values, step - 1)
         self._last_logged_step = step
         self._train = Counter()
 
@@ -153,7 +168,17 @@ class Throughput(L.Callback):
         if counter is None or trainer.sanity_checking or not counter.sequences:
             return
         synchronize(pl_module.device)
-        log_scalars(trainer.loggers, {**counter.rates(stage), **peak_memory(pl_module.device)}, trainer.global_step)
+        # Where Lightning logs the stage's own metrics: after k optimizer steps, x = k - 1 while
+        # fitting (validation runs before the step counter moves on) and x = k for a test after it.
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        log_scalars(trainer.loggers, {**counter.rates(stage), **self._memory(pl_module.device, step)}, step)
+
+    def _memory(self, device: torch.device, step: int) -> dict[str, float]:
+        """Peak memory, unless already logged at ``step`` (training, validation and test may share one)."""
+        if step == self._memory_step:
+            return {}
+        self._memory_step = step
+        return peak_memory(device)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._eval_start()

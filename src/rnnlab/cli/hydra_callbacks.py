@@ -51,6 +51,7 @@ class SweepSummaryReport(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         summary = summarize(sweep_dir)
         markdown_path, _ = summary.write()
+        summary.write_hparams_experiment()
         print(summary.markdown(), flush=True)
         print(f"{summary.line()}  [{markdown_path}]", flush=True)
         print(sweep_dir, flush=True)

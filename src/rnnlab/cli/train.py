@@ -79,29 +79,41 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
         key = override.key_or_group
         if override.is_delete() or re.split(r"[./]", key)[0] in NOT_HPARAMS:
             continue
+        if override.package:  # a group placed elsewhere: +model/backbone@model.extra=gru
+            key = f"{key}@{override.package}"
         params[key] = hparam_value(choices[key] if key in choices else OmegaConf.select(cfg, key))
     return params
 
 
 @rank_zero_only
-def log_hparams(loggers: list[Logger], params: dict[str, Any], metrics: dict[str, float]) -> None:
-    """Hyperparameters and the final metrics' tags, for TensorBoard's HParams dashboard.
+def log_hparams(loggers: list[Logger], params: dict[str, Any], record: dict[str, Any], step: int) -> None:
+    """The run for TensorBoard's HParams dashboard: a session with ``params`` and the run's status,
+    and the best epoch's validation metrics as ``best/val/*`` scalars (the dashboard shows a
+    metric's last value, and ``val/*`` end at the last epoch, not the best).
 
-    The metric values themselves are the ``val/*`` and ``test/*`` scalars already logged, so
-    (unlike Lightning's log_hyperparams) no extra scalar points are written.
+    No experiment summary per run: TensorBoard takes one per log dir, so a run's own would hide
+    the keys only other runs set. A sweep writes one for all its jobs (rnnlab.sweeps.summary);
+    for runs without one TensorBoard gathers the keys of them all.
     """
+    params = {**params, "status": record["status"]}
+    best = {f"best/{k}": float(v) for k, v in record.items() if k.startswith("val/") and isinstance(v, (int, float))}
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
+            for tag, value in best.items():
+                logger.experiment.add_scalar(tag, value, step)
             writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams does
-            for summary in hparams(params, metrics):
-                writer.add_summary(summary)
+            _, session_start, session_end = hparams(params, {})
+            writer.add_summary(session_start)
+            writer.add_summary(session_end)
             writer.flush()
         else:
             logger.log_hyperparams(params)
+            logger.log_metrics(best, step)
 
 
-def fit_and_test(cfg: DictConfig, record: dict[str, Any], job: SweepJob | None = None) -> None:
-    """Everything between composing the config and writing metrics.json; fills ``record``."""
+def fit_and_test(cfg: DictConfig, record: dict[str, Any], params: dict[str, Any], job: SweepJob | None = None) -> None:
+    """Everything between composing the config and writing metrics.json; fills ``record``.
+    ``params``: the run's hyperparameters for TensorBoard (:func:`run_hparams`)."""
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     ckpt_path = cfg.ckpt_path
@@ -140,6 +152,7 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any], job: SweepJob | None =
     record.update(best_val.best, epoch=trainer.current_epoch - 1, global_step=trainer.global_step, best_epoch=best_val.best_epoch)
     if pruning is not None and pruning.pruned:  # an unpromising Optuna trial: not worth testing
         record.update(status="pruned", pruned_at_epoch=pruning.pruned_at_epoch)
+        log_hparams(loggers, params, record, trainer.global_step)
         return
     if cfg.test:
         best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == monitor), None)
@@ -150,8 +163,7 @@ def fit_and_test(cfg: DictConfig, record: dict[str, Any], job: SweepJob | None =
     record["status"] = "diverged" if divergence.diverged else "completed"
     if divergence.diverged:
         record["diverged_at_step"] = divergence.diverged_at_step
-    metrics = {k: v for k, v in record.items() if k.startswith(("val/", "test/"))}
-    log_hparams(loggers, run_hparams(cfg), metrics)
+    log_hparams(loggers, params, record, trainer.global_step)
 
 
 def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:
@@ -162,10 +174,11 @@ def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     started, clock = now_iso(), time.monotonic()
     record: dict[str, Any] = {"status": "failed"}
+    params = run_hparams(cfg)
     placement = None
     try:
         with placed(cfg, job) if job is not None else nullcontext() as placement:
-            fit_and_test(cfg, record, job)
+            fit_and_test(cfg, record, params, job)
     except BaseException as exc:
         record["status"] = "failed"
         # Lightning turns Ctrl-C / SIGTERM (rnnlab.callbacks.resume) into SystemExit(1): name the cause.
@@ -174,7 +187,7 @@ def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:
         raise
     finally:
         if rank_zero_only.rank == 0:  # under DDP every rank runs this function
-            extra = {"sweep_job": placement.as_record()} if placement is not None else {}
+            extra = {"hparams": params, **({"sweep_job": placement.as_record()} if placement is not None else {})}
             write_json(run_dir / "metrics.json", record)
             write_run_info(run_dir, cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock, **extra)
     return record

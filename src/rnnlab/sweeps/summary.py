@@ -158,6 +158,33 @@ class SweepSummary:
             writer.writerows(rows)
         return markdown_path, csv_path
 
+    def write_hparams_experiment(self) -> Path | None:
+        """One TensorBoard HParams experiment for the whole sweep, in ``<sweep dir>/hparams/``: the
+        union of the keys the jobs logged (run_info.json ``hparams``, plus ``status``) and their
+        ``best/val/*`` and ``test/*`` metrics, so that the dashboard's table has a column for every
+        key any job set (without it TensorBoard would take one job's keys for all). None when no
+        job logged any."""
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
+        params: dict[str, Any] = {}
+        metrics: set[str] = set()
+        for job in self.jobs:
+            try:
+                logged = json.loads((job.directory / "run_info.json").read_text(encoding="utf-8")).get("hparams") or {}
+            except (OSError, ValueError):
+                continue
+            for key, value in {**logged, "status": job.status}.items():
+                params.setdefault(key, value)
+            metrics.update(f"best/{k}" if k.startswith("val/") else k for k in job.metrics if k.startswith(("val/", "test/")))
+        if not params:
+            return None
+        experiment, _, _ = hparams(params, {name: 0.0 for name in sorted(metrics)})
+        directory = self.sweep_dir / "hparams"
+        with SummaryWriter(str(directory)) as writer:
+            writer._get_file_writer().add_summary(experiment)  # as torch's own add_hparams does
+        return directory
+
 
 def format_value(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
