@@ -102,7 +102,7 @@ def test_same_config_and_seed_give_identical_metrics(workdir: Path, data_files: 
     assert numbers and {k: again[k] for k in numbers} == numbers
 
 
-def test_load_run_gives_the_trained_model_config_and_data_in_python(trained_run: Run) -> None:
+def test_load_run_gives_the_trained_model_config_and_data_in_python(workdir: Path, trained_run: Run) -> None:
     import lightning as L
 
     import rnnlab
@@ -111,7 +111,8 @@ def test_load_run_gives_the_trained_model_config_and_data_in_python(trained_run:
     assert run.config.seed == SEED and run.metrics == trained_run["metrics"]
     assert not run.model.training and run.checkpoint.name == "best.ckpt"
     run.datamodule.setup("test")
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    # default_root_dir: where the test writes its per-class report (else the current directory).
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=workdir / "notebook")
     results = trainer.test(run.model, datamodule=run.datamodule, verbose=False)[0]
     assert results["test/acc"] == pytest.approx(trained_run["metrics"]["test/acc"], abs=1e-6)
 
