@@ -244,6 +244,7 @@ def test_tensorboard_has_the_default_diagnostics_and_classification_media(tensor
     steps = [event.step for event in tensorboard_events.Scalars("grad/norm")]
     assert steps == list(range(9, trained_run["metrics"]["global_step"], 10))
     assert steps == [event.step for event in tensorboard_events.Scalars("train/loss")]
+    assert steps == [event.step for event in tensorboard_events.Scalars("train/lr")]
     for event in tensorboard_events.Scalars("grad/norm_clipped"):  # gradient_clip_val=1.0 (trainer default)
         assert event.value <= 1.0 + 1e-4
     assert all(0.0 <= e.value <= 1.0 for e in tensorboard_events.Scalars("grad/clipped_fraction"))

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from rnnlab import __version__
 from rnnlab.batch import Batch
@@ -74,6 +74,8 @@ class RecurrentTask(L.LightningModule):
         )
         # The composed run config, set by rnnlab-train and stored in every checkpoint.
         self.run_config: dict[str, Any] | None = None
+        # Names registered with Lightning this epoch by log_epoch_value, per stage.
+        self._registered: dict[str, set[str]] = {stage: set() for stage in STAGES}
 
     @classmethod
     def check_data(cls, data_spec: dict[str, Any]) -> None:
@@ -110,6 +112,38 @@ class RecurrentTask(L.LightningModule):
         token-level tasks, so that the epoch's loss is the mean over items, not over batches."""
         return len(batch)
 
+    def log_epoch_value(self, name: str, value: Metric | float, prog_bar: bool = False) -> None:
+        """Log ``value`` under ``name`` (``<stage>/...``) as one number for the epoch: a torchmetrics
+        Metric (or MetricCollection) that the caller updates every step, or a number constant
+        through the epoch (e.g. the teacher-forcing ratio).
+
+        Registered with Lightning once per epoch: Lightning keeps the metric, computes it (synced
+        across DDP ranks) at the epoch's end and resets it. Logging it every step as well would
+        only add Lightning's per-call work (a walk over the metric's states, about a millisecond).
+        """
+        stage = name.split("/", 1)[0]
+        registered = self._registered[stage]
+        if name in registered:
+            return
+        registered.add(name)
+        if isinstance(value, MetricCollection):
+            for key, metric in value.items():
+                self.log(key, metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
+            return
+        self.log(name, value, on_step=False, on_epoch=True, prog_bar=prog_bar, batch_size=1)
+
+    def _new_epoch(self, stage: str) -> None:
+        self._registered[stage].clear()
+
+    def on_train_epoch_start(self) -> None:
+        self._new_epoch("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._new_epoch("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._new_epoch("test")
+
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
         loss = self.compute(batch, stage)
         train = stage == "train"
@@ -121,11 +155,13 @@ class RecurrentTask(L.LightningModule):
             epoch_loss = self.epoch_loss[f"{stage}_loss"]
             epoch_loss.update(loss.detach(), weight=weight)
             # Synced over ranks (its states are sums): the mean over every rank's items.
-            self.log(f"{stage}/loss", epoch_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=weight)
+            self.log_epoch_value(f"{stage}/loss", epoch_loss, prog_bar=True)
         ratio = self.padding_ratio[f"{stage}_padding"]
         ratio.update((~batch.mask).float().mean(), weight=batch.mask.numel())
-        self.log(f"{stage}/padding_ratio", ratio, on_step=False, on_epoch=True, batch_size=size)
-        if train:
+        self.log_epoch_value(f"{stage}/padding_ratio", ratio)
+        # Only where Lightning writes step values to the loggers (every log_every_n_steps): each
+        # self.log call costs Lightning about a millisecond, and the learning rate shows nowhere else.
+        if train and (self.trainer.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         return loss
 

@@ -102,7 +102,7 @@ class SequenceClassifier(RecurrentTask):
         metrics = self.metrics[f"{stage}_metrics"]
         predicted = logits.argmax(dim=-1)
         metrics.update(predicted, batch.targets)
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(batch))
+        self.log_epoch_value(f"{stage}/metrics", metrics)
         if stage != "train":
             self.confusion[f"{stage}_confusion"].update(predicted, batch.targets)
         return loss

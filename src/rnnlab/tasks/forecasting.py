@@ -128,7 +128,7 @@ class Forecaster(RecurrentTask):
         ratio = 0.0
         if stage == "train" and self.strategy == "autoregressive":
             ratio = teacher_forcing_ratio(self.teacher_forcing, self.current_epoch)
-            self.log("train/teacher_forcing", ratio, on_step=False, on_epoch=True, batch_size=len(batch))
+            self.log_epoch_value("train/teacher_forcing", ratio)
         forecast = self(batch.inputs, batch.lengths, batch.targets, ratio)
         loss = LOSSES[self.loss_name](forecast, batch.targets)
         if stage != "train":

@@ -149,7 +149,7 @@ class LanguageModel(RecurrentTask):
         tokens = self.loss_weight(batch)
         perplexity = self.perplexity[f"{stage}_ppl"]
         perplexity.update(nll, tokens)
-        self.log(f"{stage}/ppl", perplexity, on_step=False, on_epoch=True, batch_size=tokens)
+        self.log_epoch_value(f"{stage}/ppl", perplexity)
         return nll / tokens
 
     def _initial_state(self, batch: Batch, stage: str) -> FinalState | None:

@@ -190,7 +190,7 @@ class Seq2SeqTask(RecurrentTask):
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
         ratio = teacher_forcing_ratio(self.teacher_forcing, self.current_epoch) if stage == "train" else 1.0
         if stage == "train":
-            self.log("train/teacher_forcing", ratio, on_step=False, on_epoch=True, batch_size=len(batch))
+            self.log_epoch_value("train/teacher_forcing", ratio)
         loss = self.loss(self(batch, ratio), batch.targets)
         if stage != "train":
             # Validation while fitting decodes greedily (fast, every epoch); rnnlab-eval split=val searches as configured.

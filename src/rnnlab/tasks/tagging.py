@@ -119,7 +119,7 @@ class SequenceTagger(RecurrentTask):
         loss = self.head.loss(emissions, batch.targets, batch.mask)
         predicted = self.head.decode(emissions.detach(), batch.mask)  # (B, T), -100 at padding
         self.accuracy[f"{stage}_acc"].update(predicted[batch.mask], batch.targets[batch.mask])
-        self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, batch_size=self.loss_weight(batch))
+        self.log_epoch_value(f"{stage}/acc", self.accuracy[f"{stage}_acc"])
         if self.spans is not None:
             self.spans[f"{stage}_spans"].update(predicted, batch.targets)
         if stage == "test":
