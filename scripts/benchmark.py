@@ -1,0 +1,621 @@
+"""Performance of rnnlab against a hand-written PyTorch loop and against the machine itself.
+
+    python scripts/benchmark.py              # the full run (about 15 minutes on a 2-core CPU)
+    python scripts/benchmark.py --quick      # a smoke run in under a minute: tiny sizes, one repeat
+    python scripts/benchmark.py --out DIR    # where BENCHMARKS.md, benchmarks.json and the plot go (default: .)
+
+Every comparison is a ratio of two measurements taken in this one process, A/B interleaved (the
+cases alternate, in a rotating order, within every repeat) and summarised by the median over the
+repeats, so that a machine that speeds up or slows down during the run moves both sides alike.
+Absolute numbers are printed for context only: compare them across runs only on the same machine.
+
+Sections (each a function below): the machine and its measured matmul rate; framework overhead
+(rnnlab-train's loop vs a plain loop, and the cost of the default callbacks); batching on real
+length distributions (bucketed vs shuffled batches); recurrent kernels (fused vs reference, and
+bidirectional packed vs padded vs bucketed); decoding; the data path's share of a step; start-up
+time; scaling of time and activation memory with sequence length, hidden size and batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from rnnlab.backbones import RecurrentBackbone
+from rnnlab.batch import Batch
+from rnnlab.callbacks import DivergenceMonitor, ExactResume, GradientHealth, Throughput
+from rnnlab.cli.common import CONFIG_DIR
+from rnnlab.cli.run_files import cpu_name
+from rnnlab.data.sampler import BucketBatchSampler, padding_ratio
+from rnnlab.markdown import markdown_table
+from rnnlab.sweeps.jobs import usable_cpus
+
+REPO = Path(__file__).resolve().parent.parent
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+#: Targets of the performance issue: (ratio name, comparison, threshold).
+TARGETS = {
+    "overhead.throughput_ratio": (">=", 0.97, "rnnlab-train loop / plain loop throughput"),
+    "overhead.default_callbacks_cost": ("<", 0.05, "default diagnostics callbacks, share of step time"),
+    "data_path.share_of_step": ("<", 0.03, "collate + sampler time / step time"),
+    "kernels.reference_over_fused_max": ("<=", 2.0, "reference / fused time, worst benchmarked shape"),
+}
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function: Callable[[], Any], device: torch.device) -> float:
+    """Wall-clock seconds of ``function()``, queued GPU work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per case over ``repeats`` rounds; in each round every case runs once, the
+    order rotating from round to round, after ``warmup`` unmeasured rounds."""
+    names = list(cases)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(warmup + repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = timed(cases[name], device)
+            if round_ >= warmup:
+                samples[name].append(seconds)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def on_device(batch: Batch, device: torch.device) -> Batch:
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.extras.items()}
+    targets = None if batch.targets is None else batch.targets.to(device)
+    return Batch(batch.inputs.to(device), batch.lengths.to(device), batch.mask.to(device), targets, moved)
+
+
+# -- the machine ----------------------------------------------------------------------------------
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    info = {
+        "cpu": cpu_name(),
+        "cores": usable_cpus(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "python": sys.version.split()[0],
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def matmul_rate(device: torch.device, size: int, repeats: int) -> float:
+    """FLOP/s of a (size x size) @ (size x size) float32 matmul: the yardstick for the kernels."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    seconds = interleaved({"matmul": lambda: a @ b}, repeats, device)["matmul"]
+    return 2 * size**3 / seconds
+
+
+# -- framework overhead ---------------------------------------------------------------------------
+
+
+class StepSpan(L.Callback):
+    """Seconds from the first training batch's start to the last one's end (checkpoints, validation
+    and Lightning's set-up and tear-down fall outside)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.start is None:
+            synchronize(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        synchronize(pl_module.device)
+        self.end = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.end - (self.start or self.end)
+
+
+def plain_loop(model: L.LightningModule, loader: Iterable[Batch], device: torch.device, batches: int, clip: float) -> None:
+    """What a user would write: batch to device, loss, backward, clip, step."""
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    model.train()
+    for index, batch in enumerate(loader):
+        if index == batches:
+            break
+        batch = on_device(batch, device)
+        loss = model.probe_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+
+
+def overhead(overrides: list[str], batches: int, repeats: int, device: torch.device, log_dir: Path) -> dict[str, Any]:
+    """Epoch time of rnnlab-train's training loop (Lightning, rnnlab's always-on callbacks, the
+    default diagnostics and the TensorBoard logger) against a plain loop over the same batches,
+    model and optimizer; and the same rnnlab loop without the diagnostics callbacks."""
+    cfg = compose_config(*overrides)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, data_spec=datamodule.spec).to(device)
+    clip = float(cfg.trainer.gradient_clip_val)
+    tokens = sum(int(b.lengths.sum()) for _, b in zip(range(batches), datamodule.train_dataloader()))
+
+    def rnnlab_loop(diagnostics: bool) -> Callable[[], None]:
+        def run() -> None:
+            span = StepSpan()
+            callbacks: list[L.Callback] = [span, DivergenceMonitor(), ExactResume(log_dir / "last.ckpt", seed=0)]
+            if diagnostics:
+                callbacks += [GradientHealth(), Throughput()]
+            trainer = L.Trainer(
+                accelerator=device.type, devices=1, max_epochs=1, limit_train_batches=batches, limit_val_batches=0,
+                num_sanity_val_steps=0, gradient_clip_val=clip, logger=TensorBoardLogger(log_dir, name="overhead"),
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                deterministic=cfg.trainer.deterministic, use_distributed_sampler=False, callbacks=callbacks,
+            )
+            trainer.fit(model, datamodule=datamodule)
+            run.seconds = span.seconds  # type: ignore[attr-defined]
+        return run
+
+    def plain() -> None:
+        start = time.perf_counter()
+        plain_loop(model, datamodule.train_dataloader(), device, batches, clip)
+        synchronize(device)
+        plain.seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+
+    runs = {"rnnlab": rnnlab_loop(True), "rnnlab_without_diagnostics": rnnlab_loop(False), "plain": plain}
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for round_ in range(1 + repeats):  # the first round warms up
+        names = list(runs)
+        for name in names[round_ % 3:] + names[: round_ % 3]:
+            runs[name]()
+            if round_:
+                samples[name].append(runs[name].seconds)  # type: ignore[attr-defined]
+    seconds = {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        "config": " ".join(overrides),
+        "batches": batches,
+        "seconds": seconds,
+        "tokens_per_s": {name: tokens / s for name, s in seconds.items()},
+        "throughput_ratio": seconds["plain"] / seconds["rnnlab"],
+        "default_callbacks_cost": seconds["rnnlab"] / seconds["rnnlab_without_diagnostics"] - 1,
+    }
+
+
+# -- batching on real length distributions --------------------------------------------------------
+
+
+def batching(overrides: list[str], batches: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """Padding ratio over a whole epoch and real tokens per second of training steps (the plain
+    loop, ``batches`` batches) for plain shuffled batches, length-bucketed batches of the same
+    size, and bucketed token-budget batches (``data.max_tokens`` = batch size x mean length, up to
+    4 x the batch size per batch: the same tokens per step on average, short sequences together)."""
+    cfg = compose_config(*overrides)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    lengths = [len(example["inputs"]) for example in datamodule.datasets["train"]]
+    size = int(cfg.data.batch_size)
+    budget = round(size * statistics.mean(lengths))
+    cases = {
+        "shuffled": ["data.bucketing=false"],
+        "bucketed": ["data.bucketing=true"],
+        "token_budget": ["data.bucketing=true", f"data.max_tokens={budget}", f"data.batch_size={4 * size}"],
+    }
+    result: dict[str, Any] = {"config": " ".join(overrides), "max_tokens": budget}
+    loaders, models = {}, {}
+    for name, extra in cases.items():
+        cfg = compose_config(*overrides, *extra)
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("fit")
+        loader = datamodule.train_dataloader()
+        if isinstance(loader.batch_sampler, BucketBatchSampler):
+            order = list(loader.batch_sampler)
+        else:  # a plain shuffled DataLoader: a random permutation cut in batch_size
+            perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
+            order = [perm[i : i + size] for i in range(0, len(perm), size)]
+        result[f"{name}_padding"] = padding_ratio(order, lengths)
+        loaders[name] = [on_device(b, device) for _, b in zip(range(batches), loader)]
+        models[name] = instantiate(cfg.model, data_spec=datamodule.spec).to(device)
+
+    def steps(name: str) -> Callable[[], None]:
+        return lambda: plain_loop(models[name], loaders[name], device, batches, 1.0)
+
+    seconds = interleaved({name: steps(name) for name in loaders}, repeats, device)
+    rates = {name: sum(int(b.lengths.sum()) for b in loaders[name]) / seconds[name] for name in loaders}
+    result.update(
+        tokens_per_s=rates,
+        bucketed_ratio=rates["bucketed"] / rates["shuffled"],
+        throughput_ratio=rates["token_budget"] / rates["shuffled"],
+    )
+    return result
+
+
+# -- recurrent kernels ----------------------------------------------------------------------------
+
+
+def backbone_pair(cell: str, hidden: int, layers: int = 1, bidirectional: bool = False) -> tuple[RecurrentBackbone, RecurrentBackbone]:
+    """A fused and a reference backbone over real-valued inputs of size ``hidden``, same weights."""
+    options = dict(cell=cell, hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, input_size=hidden)
+    fused = RecurrentBackbone(impl="fused", **options)
+    reference = RecurrentBackbone(impl="reference", **options)
+    reference.load_state_dict(fused.state_dict())
+    return fused, reference
+
+
+def forward_backward(backbone: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        outputs, _ = backbone(x, lengths)
+        outputs.sum().backward()
+    return run
+
+
+def kernels(sizes: list[tuple[int, int, int]], repeats: int, device: torch.device, peak: float) -> dict[str, Any]:
+    """Forward + backward of one layer at each (B, T, H), fused and reference: tokens/s, FLOP/s
+    (the gate matmuls: 2 B T gates H (F + H) forward, twice that backward) and its share of the
+    measured matmul rate."""
+    rows = []
+    for cell in GATES:
+        for batch, steps, hidden in sizes:
+            fused, reference = (m.to(device) for m in backbone_pair(cell, hidden))
+            x = torch.randn(batch, steps, hidden, device=device)
+            lengths = torch.full((batch,), steps, dtype=torch.long)
+            seconds = interleaved({"fused": forward_backward(fused, x, lengths), "reference": forward_backward(reference, x, lengths)}, repeats, device)
+            flops = 3 * 2 * batch * steps * GATES[cell] * hidden * (hidden + hidden)
+            for impl, s in seconds.items():
+                rows.append({"cell": cell, "B": batch, "T": steps, "H": hidden, "impl": impl, "seconds": s,
+                             "tokens_per_s": batch * steps / s, "flops": flops / s, "share_of_matmul": flops / s / peak})
+            rows.append({"cell": cell, "B": batch, "T": steps, "H": hidden, "impl": "reference/fused", "ratio": seconds["reference"] / seconds["fused"]})
+    worst = max(row["ratio"] for row in rows if "ratio" in row)
+    return {"rows": rows, "reference_over_fused_max": worst}
+
+
+def lognormal_lengths(count: int, rng: random.Random, high: int) -> list[int]:
+    return [max(1, min(high, round(rng.lognormvariate(3.0, 0.8)))) for _ in range(count)]
+
+
+def bidirectional_paths(count: int, batch: int, hidden: int, repeats: int, device: torch.device, longest: int = 400) -> dict[str, Any]:
+    """A bidirectional LSTM over ``count`` sequences of log-normal lengths (a median of 20 steps, a
+    long tail), one forward + backward pass over all of them: torch's packed sequences and rnnlab's
+    padded path on shuffled batches, and rnnlab's path on length-bucketed batches."""
+    rng = random.Random(0)
+    lengths = lognormal_lengths(count, rng, longest)
+    fused, _ = backbone_pair("lstm", hidden, bidirectional=True)
+    fused = fused.to(device)
+    shuffled = list(range(count))
+    rng.shuffle(shuffled)
+    naive = [shuffled[i : i + batch] for i in range(0, count, batch)]
+    bucketed = list(BucketBatchSampler(lengths, batch, shuffle=True, seed=0))
+
+    def tensors(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        sizes = torch.tensor([lengths[i] for i in indices])
+        return torch.randn(len(indices), int(sizes.max()), hidden, device=device), sizes
+
+    naive_batches, bucketed_batches = [tensors(b) for b in naive], [tensors(b) for b in bucketed]
+
+    def ours(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
+        return lambda: [forward_backward(fused, x, n)() for x, n in batches]
+
+    def packed() -> None:
+        for x, n in naive_batches:
+            out, _ = fused.rnn(pack_padded_sequence(x, n, batch_first=True, enforce_sorted=False))
+            out.data.sum().backward()
+
+    seconds = interleaved({"packed": packed, "padded_with_mask": ours(naive_batches), "bucketed": ours(bucketed_batches)}, repeats, device)
+    return {
+        "sequences": count,
+        "batch": batch,
+        "hidden": hidden,
+        "naive_padding": padding_ratio(naive, lengths),
+        "bucketed_padding": padding_ratio(bucketed, lengths),
+        "seconds": seconds,
+        "relative_to_packed": {name: s / seconds["packed"] for name, s in seconds.items()},
+    }
+
+
+# -- decoding -------------------------------------------------------------------------------------
+
+
+def decoding(overrides: list[str], repeats: int, device: torch.device) -> dict[str, Any]:
+    """Tokens per second of greedy and beam-5 search against the teacher-forced forward pass, on
+    one validation batch of an untrained seq2seq model (the same number of steps either way)."""
+    cfg = compose_config(*overrides)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, data_spec=datamodule.spec).to(device).eval()
+    batch = on_device(next(iter(datamodule.val_dataloader())), device)
+    targets = int((batch.targets != -100).sum())
+    produced: dict[str, int] = {}
+
+    def search(beam: int) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                hypotheses = model.decode(batch, beam_size=beam)
+            produced[f"beam{beam}"] = sum(len(s) + 1 for s in hypotheses.sequences())  # + <eos>
+        return run
+
+    def forced() -> None:
+        with torch.no_grad():
+            model(batch, 1.0)
+
+    seconds = interleaved({"teacher_forced": forced, "beam1": search(1), "beam5": search(5)}, repeats, device)
+    rates = {"teacher_forced": targets / seconds["teacher_forced"], "greedy": produced["beam1"] / seconds["beam1"], "beam5": produced["beam5"] / seconds["beam5"]}
+    return {"config": " ".join(overrides), "batch": len(batch), "tokens_per_s": rates,
+            "greedy_relative": rates["greedy"] / rates["teacher_forced"], "beam5_relative": rates["beam5"] / rates["teacher_forced"]}
+
+
+# -- data path ------------------------------------------------------------------------------------
+
+
+def data_path(overrides: list[str], batches: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """Time to draw ``batches`` batches from the training loader (sampler, dataset, collate; the
+    loader's own process) against the training steps on the same batches."""
+    cfg = compose_config(*overrides)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, data_spec=datamodule.spec).to(device)
+    ready = [b for _, b in zip(range(batches), datamodule.train_dataloader())]
+
+    def draw() -> None:
+        for _, _batch in zip(range(batches), datamodule.train_dataloader()):
+            pass
+
+    seconds = interleaved({"data": draw, "steps": lambda: plain_loop(model, ready, device, batches, 1.0)}, repeats, device)
+    return {"config": " ".join(overrides), "seconds": seconds, "share_of_step": seconds["data"] / seconds["steps"]}
+
+
+# -- start-up -------------------------------------------------------------------------------------
+
+
+def startup(overrides: list[str], repeats: int, workdir: Path) -> dict[str, Any]:
+    """Seconds from starting ``rnnlab-train`` to the end of its first training step, as the run's
+    Throughput callback logs it (throughput/startup_s), and the whole command's wall time."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values, walls = [], []
+    for repeat in range(repeats):
+        run_dir = workdir / f"startup{repeat}"
+        command = [sys.executable, "-m", "rnnlab.train", *overrides, "trainer.max_steps=1", "test=false",
+                   "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, text=True, cwd=workdir)
+        walls.append(time.perf_counter() - start)
+        events = EventAccumulator(str(run_dir / "tensorboard"))
+        events.Reload()
+        values.append(events.Scalars("throughput/startup_s")[0].value)
+    return {"config": " ".join(overrides), "to_first_step_s": statistics.median(values), "command_wall_s": statistics.median(walls)}
+
+
+# -- scaling --------------------------------------------------------------------------------------
+
+
+def activation_bytes(backbone: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for the backward pass of one forward pass."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        backbone(x, lengths)
+    return total
+
+
+def scaling(axes: dict[str, list[int]], base: dict[str, int], tokens: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """Time of forward + backward over ``tokens`` tokens (one "epoch") and activation memory of one
+    batch, for each cell, varying one of T, H, B at a time from ``base``."""
+    rows = []
+    for axis, values in axes.items():
+        for cell in GATES:
+            cases, shapes = {}, {}
+            for value in values:
+                shape = {**base, axis: value}
+                backbone = RecurrentBackbone(cell=cell, hidden_size=shape["H"], input_size=shape["H"]).to(device)
+                x = torch.randn(shape["B"], shape["T"], shape["H"], device=device)
+                lengths = torch.full((shape["B"],), shape["T"], dtype=torch.long)
+                cases[str(value)] = forward_backward(backbone, x, lengths)
+                shapes[str(value)] = (shape, activation_bytes(backbone, x, lengths))
+            seconds = interleaved(cases, repeats, device)
+            for value, s in seconds.items():
+                shape, memory = shapes[value]
+                rows.append({"axis": axis, "cell": cell, **shape, "epoch_s": s * tokens / (shape["B"] * shape["T"]), "activation_mib": memory / 2**20})
+    return {"tokens_per_epoch": tokens, "base": base, "rows": rows}
+
+
+def scaling_figure(result: dict[str, Any], path: Path) -> None:
+    figure = Figure(figsize=(12, 3.6), layout="constrained")
+    labels = {"T": "sequence length T", "H": "hidden size H", "B": "batch size B"}
+    for axes, axis in zip(figure.subplots(1, 3), ("T", "H", "B")):
+        for cell in GATES:
+            points = [row for row in result["rows"] if row["axis"] == axis and row["cell"] == cell]
+            axes.plot([row[axis] for row in points], [row["epoch_s"] for row in points], marker="o", label=cell)
+        axes.set_xscale("log", base=2)
+        axes.set_yscale("log")
+        axes.set_xlabel(labels[axis])
+        axes.set_ylabel(f"seconds per {result['tokens_per_epoch']:,} tokens")
+        axes.grid(True, which="both", linewidth=0.3)
+        axes.legend(fontsize="small")
+    figure.suptitle(f"forward + backward, one layer; others fixed at {result['base']}")
+    figure.savefig(path, dpi=100)
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def lookup(results: dict[str, Any], dotted: str) -> float | None:
+    value: Any = results
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def meets(value: float | None, comparison: str, threshold: float) -> str:
+    if value is None or math.isnan(value):
+        return "not measured"
+    ok = {">=": value >= threshold, "<": value < threshold, "<=": value <= threshold}[comparison]
+    return "yes" if ok else "**no**"
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+def report(results: dict[str, Any], plot: str | None) -> str:
+    m = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python scripts/benchmark.py{' --quick' if results['quick'] else ''}` on {results['date']}: "
+        f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), device {m['device']}"
+        + (f" ({m['gpu']})" if "gpu" in m else "") + f", Python {m['python']}. "
+        f"Measured matmul rate: {results['matmul_flops'] / 1e9:.1f} GFLOP/s. Every ratio is measured A/B interleaved "
+        "in one process, median over the repeats; absolute times are for this machine only."
+        + (" **--quick: tiny sizes and one repeat — a smoke run, not a measurement.**" if results["quick"] else ""),
+        "",
+        "## Targets",
+        "",
+    ]
+    rows = []
+    for key, (comparison, threshold, what) in TARGETS.items():
+        value = lookup(results, key)
+        rows.append((what, "—" if value is None else fmt(value), f"{comparison} {threshold}", meets(value, comparison, threshold)))
+    for name, section in results.get("batching", {}).items():
+        for case in ("bucketed", "token_budget"):
+            rows.append((f"{name}: {case} padding ratio", fmt(section[f"{case}_padding"]), "<= 0.03", meets(section[f"{case}_padding"], "<=", 0.03)))
+        rows.append((f"{name}: token-budget / shuffled real tokens per second", fmt(section["throughput_ratio"]), ">= 3", meets(section["throughput_ratio"], ">=", 3.0)))
+    lines += [markdown_table(("measure", "value", "target", "met"), rows), ""]
+
+    o = results["overhead"]
+    lines += ["## Framework overhead", "", f"`{o['config']}`, {o['batches']} training batches, median seconds:", "",
+              markdown_table(("loop", "seconds", "real tokens/s"), [(k, fmt(v), fmt(o["tokens_per_s"][k])) for k, v in o["seconds"].items()]), ""]
+    for name, section in results.get("batching", {}).items():
+        lines += [f"## Batching: {name}", "", f"`{section['config']}`: padding ratio over an epoch, real tokens per second of training steps "
+                  f"(token budget: `data.max_tokens={section['max_tokens']}`, at most 4 × the batch size per batch)", "",
+                  markdown_table(("batches", "padding", "real tokens/s"), [(k, fmt(section[f"{k}_padding"]), fmt(section["tokens_per_s"][k])) for k in ("shuffled", "bucketed", "token_budget")]), ""]
+    k = results["kernels"]
+    kernel_rows = [(r["cell"], f"{r['B']}×{r['T']}×{r['H']}", r["impl"], fmt(r["tokens_per_s"]), f"{r['flops'] / 1e9:.2f}", f"{r['share_of_matmul']:.2f}")
+                   for r in k["rows"] if "ratio" not in r]
+    ratios = [(r["cell"], f"{r['B']}×{r['T']}×{r['H']}", fmt(r["ratio"])) for r in k["rows"] if "ratio" in r]
+    lines += ["## Recurrent kernels", "", "One layer, forward + backward, all sequences full length:", "",
+              markdown_table(("cell", "B×T×H", "impl", "tokens/s", "GFLOP/s", "share of matmul rate"), kernel_rows), "",
+              markdown_table(("cell", "B×T×H", "reference / fused time"), ratios), ""]
+    b = results["bidirectional"]
+    lines += ["Bidirectional LSTM over {sequences} sequences of log-normal lengths (padding {naive:.0%} in shuffled batches of {batch}, "
+              "{bucketed:.1%} bucketed), H = {hidden}, one forward + backward pass over all:".format(
+                  sequences=b["sequences"], naive=b["naive_padding"], batch=b["batch"], bucketed=b["bucketed_padding"], hidden=b["hidden"]), "",
+              markdown_table(("path", "seconds", "relative to packed"), [(k, fmt(v), fmt(b["relative_to_packed"][k])) for k, v in b["seconds"].items()]), ""]
+    d = results["decoding"]
+    lines += ["## Decoding", "", f"`{d['config']}`, one validation batch of {d['batch']}, untrained model:", "",
+              markdown_table(("pass", "tokens/s"), [(k, fmt(v)) for k, v in d["tokens_per_s"].items()]), "",
+              f"Greedy: {d['greedy_relative']:.2f} × the teacher-forced rate; beam 5: {d['beam5_relative']:.2f} ×.", ""]
+    p = results["data_path"]
+    lines += ["## Data path", "", f"`{p['config']}`: drawing the batches (sampler, dataset, collate) took {p['share_of_step']:.1%} of the "
+              f"time of the training steps on them ({fmt(p['seconds']['data'])} s vs {fmt(p['seconds']['steps'])} s).", ""]
+    s = results["startup"]
+    lines += ["## Start-up", "", f"`rnnlab-train {s['config']}`: {s['to_first_step_s']:.1f} s from the command to the end of the first "
+              f"training step (the whole one-step command: {s['command_wall_s']:.1f} s).", ""]
+    sc = results["scaling"]
+    lines += ["## Scaling", "", f"Seconds per {sc['tokens_per_epoch']:,} tokens (forward + backward, one fused layer) and activation "
+              "memory of one batch (the tensors autograd saves), varying one of T, H, B:", ""]
+    if plot:
+        lines += [f"![scaling]({plot})", ""]
+    lines += [markdown_table(("varied", "cell", "B", "T", "H", "s / epoch", "activations MiB"),
+                             [(r["axis"], r["cell"], str(r["B"]), str(r["T"]), str(r["H"]), fmt(r["epoch_s"]), fmt(r["activation_mib"])) for r in sc["rows"]]), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: a smoke run under a minute")
+    parser.add_argument("--out", type=Path, default=REPO, help="folder for BENCHMARKS.md, benchmarks.json and the scaling plot")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    quick = args.quick
+    repeats = 1 if quick else 5
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    tiny = ["data=keywords", "data.num_train=256", "data.num_val=32", "data.num_test=32", "model.backbone.hidden_size=16", "model.backbone.embedding_dim=16"]
+    results: dict[str, Any] = {"quick": quick, "date": time.strftime("%Y-%m-%d"), "machine": machine(device)}
+    clock = time.perf_counter()
+
+    def done(section: str) -> None:
+        print(f"benchmark: {section} done at {time.perf_counter() - clock:.0f} s", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        results["matmul_flops"] = matmul_rate(device, 256 if quick else 1024, repeats)
+        done("matmul_flops")
+        classifier = tiny if quick else ["data=bbc_news", "model.backbone.hidden_size=128", "model.backbone.embedding_dim=128", "data.batch_size=32"]
+        results["overhead"] = overhead(classifier, 8 if quick else 30, repeats, device, work)
+        done("overhead")
+        results["batching"] = {}
+        real = {"bbc_news": ["data=bbc_news", "data.batch_size=32"], "brown_pos": ["data=brown_pos", "model=tagger", "data.batch_size=32"]}
+        for name, overrides in ({"keywords": tiny} if quick else real).items():
+            if name == "brown_pos" and not (REPO / "data/brown").exists():
+                continue
+            results["batching"][name] = batching(overrides, 8 if quick else 30, repeats, device)
+        sizes = [(8, 16, 32)] if quick else [(32, 64, 128), (64, 64, 256), (32, 128, 512)]
+        results["kernels"] = kernels(sizes, repeats, device, results["matmul_flops"])
+        done("kernels")
+        results["bidirectional"] = bidirectional_paths(32 if quick else 512, 16 if quick else 32, 32 if quick else 128, repeats, device, 60 if quick else 400)
+        done("bidirectional")
+        seq2seq = ["data=reverse", "model=seq2seq", "data.num_train=64", "data.num_val=64", "data.num_test=8"]
+        results["decoding"] = decoding(seq2seq + (["model.backbone.hidden_size=16", "model.decoder.hidden_size=16"] if quick else ["data.eval_batch_size=64"]), repeats, device)
+        done("decoding")
+        results["data_path"] = data_path(classifier, 8 if quick else 30, repeats, device)
+        done("data_path")
+        results["startup"] = startup(tiny + ["trainer.enable_model_summary=false"], 1 if quick else 3, work)
+        done("startup")
+        axes = {"T": [16, 32], "H": [16, 32], "B": [4, 8]} if quick else {"T": [16, 32, 64, 128, 256], "H": [64, 128, 256, 512], "B": [8, 16, 32, 64, 128]}
+        base = {"B": 4, "T": 16, "H": 16} if quick else {"B": 32, "T": 64, "H": 128}
+        results["scaling"] = scaling(axes, base, 4096 if quick else 65536, repeats, device)
+        done("scaling")
+    plot = "benchmarks_scaling.png"
+    scaling_figure(results["scaling"], args.out / plot)
+    (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (args.out / "BENCHMARKS.md").write_text(report(results, plot), encoding="utf-8")
+    print(f"wrote {args.out / 'BENCHMARKS.md'}, {args.out / 'benchmarks.json'}, {args.out / plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""scripts/benchmark.py --quick: a smoke test that the benchmark runs end to end and writes valid
+output (no timing is asserted: speed targets live in BENCHMARKS.md, not in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import cli_env, describe
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts/benchmark.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=cli_env(OMP_NUM_THREADS="1"), cwd=tmp_path,
+    )
+    assert result.returncode == 0, describe(result)
+    results = json.loads((tmp_path / "benchmarks.json").read_text(encoding="utf-8"))
+    sections = {"machine", "matmul_flops", "overhead", "batching", "kernels", "bidirectional", "decoding", "data_path", "startup", "scaling"}
+    assert sections <= set(results), sections - set(results)
+    assert results["matmul_flops"] > 0 and results["startup"]["to_first_step_s"] > 0
+    assert results["overhead"]["throughput_ratio"] > 0 and 0 <= results["data_path"]["share_of_step"]
+    assert {row["cell"] for row in results["kernels"]["rows"]} == {"rnn", "lstm", "gru"}
+    assert all(row["epoch_s"] > 0 and row["activation_mib"] > 0 for row in results["scaling"]["rows"])
+    markdown = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+    for heading in ("## Targets", "## Framework overhead", "## Recurrent kernels", "## Decoding", "## Data path", "## Start-up", "## Scaling"):
+        assert heading in markdown, heading
+    assert (tmp_path / "benchmarks_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
