@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from conftest import cli_env, describe, last_line, run_cli
+from conftest import cli_env, describe, run_cli
 from rnnlab.backbones import RecurrentBackbone
 from rnnlab.batch import Batch
 from rnnlab.callbacks import GradientFlow, GradientHealth, ParameterHistograms, Saturation, Throughput
