@@ -214,6 +214,7 @@ def test_grid_sweep_records_failed_and_diverged_jobs_and_goes_on(tmp_path: Path)
     assert isinstance(statuses["2"]["diverged_at_step"], int)
     assert "sweep: 3 jobs: 1 completed, 1 diverged, 1 failed; best val/acc" in mixed.stdout
     assert (mixed_dir / "sweep_summary.md").is_file() and len(list(csv.DictReader((mixed_dir / "sweep_summary.csv").open()))) == 3
+    assert not (mixed_dir / "hparams").exists(), "logger=none: no TensorBoard table definition"
     assert "job 1 (" in mixed.stderr or "job 1 (" in mixed.stdout, "the failed job is named"
 
 

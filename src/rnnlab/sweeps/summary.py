@@ -163,13 +163,15 @@ class SweepSummary:
         union of the keys the jobs logged (run_info.json ``hparams``, plus ``status``) and their
         ``best/val/*`` and ``test/*`` metrics, so that the dashboard's table has a column for every
         key any job set (without it TensorBoard would take one job's keys for all). None when no
-        job logged any."""
+        job logged to TensorBoard (e.g. logger=none)."""
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
         params: dict[str, Any] = {}
         metrics: set[str] = set()
         for job in self.jobs:
+            if not (job.directory / "tensorboard").is_dir():
+                continue
             try:
                 logged = json.loads((job.directory / "run_info.json").read_text(encoding="utf-8")).get("hparams") or {}
             except (OSError, ValueError):
