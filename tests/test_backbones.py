@@ -197,9 +197,34 @@ def test_bad_options_raise_user_error(kwargs: dict[str, object], message: str) -
 def test_impl_resolution_and_sizes(impl: str, rnn_type: type) -> None:
     model = RecurrentBackbone(cell="gru", hidden_size=HIDDEN, bidirectional=True, impl=impl, vocab_size=VOCAB)
     assert isinstance(model.rnn, rnn_type)
-    assert model.impl == ("reference" if impl == "reference" else "fused")
+    assert model.impl == impl
     assert (model.cell, model.num_directions, model.output_size) == ("gru", 2, 2 * HIDDEN)
     assert isinstance(model.embedding, nn.Embedding) and model.embedding.padding_idx == 0
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """impl=auto on CPU: a batch with more than PACKED_ABOVE_PADDING padding goes packed, others per
+    direction; impl=fused always per direction; every path gives the same result."""
+    from rnnlab.backbones.recurrent import PACKED_ABOVE_PADDING
+
+    torch.manual_seed(3)
+    auto = RecurrentBackbone(cell="lstm", hidden_size=HIDDEN, bidirectional=bidirectional, impl="auto", input_size=FEATURES).eval()
+    fused = RecurrentBackbone(cell="lstm", hidden_size=HIDDEN, bidirectional=bidirectional, impl="fused", input_size=FEATURES).eval()
+    fused.load_state_dict(auto.state_dict())
+    x = torch.randn(4, 10, FEATURES)
+    mostly_padding, little_padding = torch.tensor([10, 2, 1, 3]), torch.tensor([10, 9, 8, 10])
+    assert 1 - mostly_padding.sum() / 40 > PACKED_ABOVE_PADDING > 1 - little_padding.sum() / 40
+    calls: list[str] = []
+    for model in (auto, fused):
+        for name in ("_run_packed", "_run_per_direction"):
+            original = getattr(model, name)
+            monkeypatch.setattr(model, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
+    for lengths, expected in ((mostly_padding, "_run_packed"), (little_padding, "_run_per_direction")):
+        calls.clear()
+        with torch.no_grad():
+            assert_same(auto(x, lengths), fused(x, lengths))
+        assert calls == [expected, "_run_per_direction"]
 
 
 @pytest.mark.parametrize("impl", ["fused", "reference"])
