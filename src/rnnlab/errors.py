@@ -21,6 +21,11 @@ def data_error(path: str | Path, line: int | None, message: str) -> UserError:
     return UserError(f"{where}: {message}")
 
 
+def is_positive_int(value: object) -> bool:
+    """An int >= 1, and not a bool (to Python, True is the int 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def check_choice(name: str, value: object, choices: list[str] | tuple[str, ...]) -> None:
     """Raise a ``UserError`` naming the valid choices when ``value`` is not one of them."""
     if value not in choices:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import get_total_norm
 
-from rnnlab.errors import UserError
+from rnnlab.errors import UserError, is_positive_int
 from rnnlab.tasks.media import log_histogram, log_scalars
 
 # A recurrent layer's parameters (torch.nn and the reference cells name them alike): weight_ih_l0_reverse.
@@ -67,7 +67,7 @@ def clipped_norm(trainer: L.Trainer, grads: list[torch.Tensor], before: torch.Te
 
 def check_every(key: str, value: int | None) -> None:
     """``value`` is null (the trainer's log_every_n_steps) or a positive integer."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    if value is not None and not is_positive_int(value):
         raise UserError(f"{key} must be a positive integer or null; got {value!r}")
 
 
@@ -144,7 +144,7 @@ class ParameterHistograms(L.Callback):
     and some optimizers change them in place when they step."""
 
     def __init__(self, every_n_epochs: int = 1) -> None:
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+        if not is_positive_int(every_n_epochs):
             raise UserError(f"callbacks.histograms.every_n_epochs must be a positive integer; got {every_n_epochs!r}")
         self.every_n_epochs = every_n_epochs
 

@@ -52,7 +52,7 @@ from rnnlab.backbones.recurrent import RecurrentBackbone
 from rnnlab.batch import Batch
 from rnnlab.callbacks.gradients import check_every, logging_interval
 from rnnlab.callbacks.throughput import Throughput
-from rnnlab.errors import UserError
+from rnnlab.errors import UserError, is_positive_int
 from rnnlab.tasks.media import gradient_flow_figure, log_figure, log_scalars
 
 #: |h| above this is a saturated tanh unit; a sigmoid gate is saturated below 1 - this or above it.
@@ -66,7 +66,7 @@ class RecurrenceProbe(L.Callback):
 
     def __init__(self, every_n_steps: int | None = None, probe_size: int = 32) -> None:
         check_every(f"callbacks.{self.config_key}.every_n_steps", every_n_steps)
-        if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1:
+        if not is_positive_int(probe_size):
             raise UserError(f"callbacks.{self.config_key}.probe_size must be a positive integer; got {probe_size!r}")
         self.every_n_steps = every_n_steps
         self.probe_size = probe_size

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from rnnlab.errors import UserError
+from rnnlab.errors import UserError, is_positive_int
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -86,12 +86,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         max_tokens: int | None = None,
         sort_pools: bool = True,
     ) -> None:
-        if not _is_positive_int(batch_size):
+        if not is_positive_int(batch_size):
             raise UserError(f"data.batch_size must be a positive integer; got {batch_size!r}")
-        if not _is_positive_int(pool_size):
+        if not is_positive_int(pool_size):
             raise UserError(f"data.bucket_pool_size must be a positive integer; got {pool_size!r}")
         check_max_tokens(max_tokens)
-        if num_replicas is not None and not _is_positive_int(num_replicas):
+        if num_replicas is not None and not is_positive_int(num_replicas):
             raise ValueError(f"num_replicas must be a positive integer; got {num_replicas!r}")
         if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, {num_replicas}); got {rank!r}")
@@ -242,12 +242,8 @@ def world_size_and_rank(num_replicas: int | None = None, rank: int | None = None
 
 def check_max_tokens(max_tokens: object) -> None:
     """``data.max_tokens`` is null (no token budget) or a positive integer; else UserError."""
-    if max_tokens is not None and not _is_positive_int(max_tokens):
+    if max_tokens is not None and not is_positive_int(max_tokens):
         raise UserError(f"data.max_tokens must be null or a positive integer (padded tokens per batch); got {max_tokens!r}")
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _cut(indices: list[int], size: int) -> list[list[int]]:

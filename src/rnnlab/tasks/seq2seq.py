@@ -25,7 +25,7 @@ from torch import nn
 
 from rnnlab.batch import IGNORE_INDEX, Batch
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import UserError, check_choice
+from rnnlab.errors import UserError, check_choice, is_positive_int
 from rnnlab.heads.attention import ATTENTIONS
 from rnnlab.heads.search import Hypotheses, beam_search, greedy_search
 from rnnlab.heads.seq2seq import Bridge, DecoderState, Memory, Seq2SeqDecoder, decoder_feature_size, top_layer
@@ -44,10 +44,10 @@ def check_search(options: dict[str, Any], key: str = "model.search") -> dict[str
     if unknown:
         raise UserError(f"{key} has no option {', '.join(sorted(unknown))}; options: {', '.join(SEARCH_DEFAULTS)}, nbest")
     beam_size = options.get("beam_size", 1)
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+    if not is_positive_int(beam_size):
         raise UserError(f"{key}.beam_size must be an integer >= 1; got {beam_size!r}")
     nbest = options.get("nbest")
-    if nbest is not None and (isinstance(nbest, bool) or not isinstance(nbest, int) or not 1 <= nbest <= beam_size):
+    if nbest is not None and not (is_positive_int(nbest) and nbest <= beam_size):
         raise UserError(f"{key}.nbest must be an integer in [1, beam_size={beam_size}]; got {nbest!r}")
     if options.get("max_length_ratio", 1.0) < 0 or options.get("max_length_offset", 1) < 0:
         raise UserError(f"{key}.max_length_ratio and max_length_offset must be >= 0")
