@@ -36,6 +36,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import move_data_to_device
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 from torch import nn
@@ -44,6 +45,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from rnnlab.backbones import RecurrentBackbone
 from rnnlab.batch import Batch
 from rnnlab.callbacks import DivergenceMonitor, ExactResume, GradientHealth, Throughput
+from rnnlab.callbacks.throughput import synchronize
 from rnnlab.cli.common import CONFIG_DIR
 from rnnlab.cli.run_files import cpu_name
 from rnnlab.data.sampler import BucketBatchSampler, padding_ratio
@@ -64,18 +66,14 @@ TARGETS = {
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(function: Callable[[], Any], device: torch.device) -> float:
-    """Wall-clock seconds of ``function()``, queued GPU work included."""
+    """Wall-clock seconds of ``function()``, queued GPU work included; or, when it returns a
+    number, that number (a case that times only part of what it runs)."""
     synchronize(device)
     start = time.perf_counter()
-    function()
+    measured = function()
     synchronize(device)
-    return time.perf_counter() - start
+    return float(measured) if isinstance(measured, (int, float)) else time.perf_counter() - start
 
 
 def interleaved(cases: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: int = 1) -> dict[str, float]:
@@ -95,12 +93,6 @@ def interleaved(cases: dict[str, Callable[[], Any]], repeats: int, device: torch
 def compose_config(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=list(overrides))
-
-
-def on_device(batch: Batch, device: torch.device) -> Batch:
-    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.extras.items()}
-    targets = None if batch.targets is None else batch.targets.to(device)
-    return Batch(batch.inputs.to(device), batch.lengths.to(device), batch.mask.to(device), targets, moved)
 
 
 # -- the machine ----------------------------------------------------------------------------------
@@ -160,7 +152,7 @@ def plain_loop(model: L.LightningModule, loader: Iterable[Batch], device: torch.
     for index, batch in enumerate(loader):
         if index == batches:
             break
-        batch = on_device(batch, device)
+        batch = move_data_to_device(batch, device)
         loss = model.probe_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -179,8 +171,8 @@ def overhead(overrides: list[str], batches: int, repeats: int, device: torch.dev
     clip = float(cfg.trainer.gradient_clip_val)
     tokens = sum(int(b.lengths.sum()) for _, b in zip(range(batches), datamodule.train_dataloader()))
 
-    def rnnlab_loop(diagnostics: bool) -> Callable[[], None]:
-        def run() -> None:
+    def rnnlab_loop(diagnostics: bool) -> Callable[[], float]:
+        def run() -> float:
             span = StepSpan()
             callbacks: list[L.Callback] = [span, DivergenceMonitor(), ExactResume(log_dir / "last.ckpt", seed=0)]
             if diagnostics:
@@ -192,24 +184,14 @@ def overhead(overrides: list[str], batches: int, repeats: int, device: torch.dev
                 deterministic=cfg.trainer.deterministic, use_distributed_sampler=False, callbacks=callbacks,
             )
             trainer.fit(model, datamodule=datamodule)
-            run.seconds = span.seconds  # type: ignore[attr-defined]
+            return span.seconds
         return run
 
     def plain() -> None:
-        start = time.perf_counter()
         plain_loop(model, datamodule.train_dataloader(), device, batches, clip)
-        synchronize(device)
-        plain.seconds = time.perf_counter() - start  # type: ignore[attr-defined]
 
     runs = {"rnnlab": rnnlab_loop(True), "rnnlab_without_diagnostics": rnnlab_loop(False), "plain": plain}
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    for round_ in range(1 + repeats):  # the first round warms up
-        names = list(runs)
-        for name in names[round_ % 3:] + names[: round_ % 3]:
-            runs[name]()
-            if round_:
-                samples[name].append(runs[name].seconds)  # type: ignore[attr-defined]
-    seconds = {name: statistics.median(values) for name, values in samples.items()}
+    seconds = interleaved(runs, repeats, device)
     return {
         "config": " ".join(overrides),
         "batches": batches,
@@ -252,7 +234,7 @@ def batching(overrides: list[str], batches: int, repeats: int, device: torch.dev
         # A plain shuffled DataLoader's batches are a random permutation cut in batch_size.
         order = list(loader.batch_sampler) if isinstance(loader.batch_sampler, BucketBatchSampler) else shuffled_order
         result[f"{name}_padding"] = padding_ratio(order, lengths)
-        loaders[name] = [on_device(b, device) for _, b in zip(range(batches), loader)]
+        loaders[name] = [move_data_to_device(b, device) for _, b in zip(range(batches), loader)]
         models[name] = instantiate(cfg.model, data_spec=datamodule.spec).to(device)
 
     def steps(name: str) -> Callable[[], None]:
@@ -362,7 +344,7 @@ def decoding(overrides: list[str], repeats: int, device: torch.device) -> dict[s
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     model = instantiate(cfg.model, data_spec=datamodule.spec).to(device).eval()
-    batch = on_device(next(iter(datamodule.val_dataloader())), device)
+    batch = move_data_to_device(next(iter(datamodule.val_dataloader())), device)
     targets = int((batch.targets != -100).sum())
     model.banned[model.target_vocab.eos_id] = True
     produced: dict[str, int] = {}

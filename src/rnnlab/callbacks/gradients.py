@@ -76,6 +76,14 @@ def logging_interval(trainer: L.Trainer, every_n_steps: int | None) -> int:
     return every_n_steps or max(1, int(trainer.log_every_n_steps))
 
 
+def logging_due(trainer: L.Trainer, every_n_steps: int | None, last_logged: int | None) -> bool:
+    """Whether the optimizer step that just ended (``trainer.global_step``) is one to log at: a
+    multiple of :func:`logging_interval` other than 0 and not ``last_logged`` (under gradient
+    accumulation several batches end on one optimizer step)."""
+    step = trainer.global_step
+    return step > 0 and step != last_logged and step % logging_interval(trainer, every_n_steps) == 0
+
+
 class GradientHealth(L.Callback):
     """Every ``every_n_steps`` optimizer steps (null: the trainer's log_every_n_steps): the global
     gradient norm before and after clipping, each layer's norm before clipping, and the share of the

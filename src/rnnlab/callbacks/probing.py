@@ -50,7 +50,7 @@ from lightning.pytorch.utilities import move_data_to_device, rank_zero_warn
 from rnnlab.backbones.recording import DirectionRecord
 from rnnlab.backbones.recurrent import RecurrentBackbone
 from rnnlab.batch import Batch
-from rnnlab.callbacks.gradients import check_every, logging_interval
+from rnnlab.callbacks.gradients import check_every, logging_due
 from rnnlab.callbacks.throughput import Throughput
 from rnnlab.errors import UserError, is_positive_int
 from rnnlab.tasks.media import gradient_flow_figure, log_figure, log_scalars
@@ -72,7 +72,7 @@ class RecurrenceProbe(L.Callback):
         self.probe_size = probe_size
         self.batch: Batch | None = None
         self.enabled = True
-        self._last_step: int | None = None  # gradient accumulation ends several batches on one step
+        self._last_step: int | None = None  # the step of the last probe
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         backbone = getattr(pl_module, "backbone", None)
@@ -113,8 +113,7 @@ class RecurrenceProbe(L.Callback):
             self._probe(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        if self.enabled and step > 0 and step % logging_interval(trainer, self.every_n_steps) == 0 and step != self._last_step:
+        if self.enabled and logging_due(trainer, self.every_n_steps, self._last_step):
             self._probe(trainer, pl_module)
 
     def _probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

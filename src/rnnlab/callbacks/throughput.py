@@ -36,7 +36,7 @@ import lightning as L
 import torch
 
 from rnnlab.batch import Batch
-from rnnlab.callbacks.gradients import check_every, logging_interval
+from rnnlab.callbacks.gradients import check_every, logging_due
 from rnnlab.tasks.media import log_scalars
 
 
@@ -135,10 +135,7 @@ class Throughput(L.Callback):
             age = process_age()
             if age is not None:
                 log_scalars(trainer.loggers, {"throughput/startup_s": age}, step - 1)
-        # Optimizer steps, not batches: under gradient accumulation global_step stays put for
-        # several batches, and the first batch ends at step 0 when it only accumulates.
-        due = step > 0 and step != self._last_logged_step and step % logging_interval(trainer, self.every_n_steps) == 0
-        if not due:
+        if not logging_due(trainer, self.every_n_steps, self._last_logged_step):  # optimizer steps, not batches
             counter.step_seconds += time.perf_counter() - self._step_start
             return
         synchronize(pl_module.device)
