@@ -96,6 +96,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, {num_replicas}); got {rank!r}")
         self._lengths = torch.as_tensor(list(lengths), dtype=torch.long)  # (N,)
+        self._length_list: list[int] = self._lengths.tolist()
         self._batch_size = batch_size
         self._drop_last = drop_last
         self.shuffle = shuffle
@@ -109,7 +110,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         # Batches of this rank to leave out at the start of the next iteration only: a run resumed
         # mid-epoch continues with the batch it stopped before (rnnlab.callbacks.resume).
         self.skip_batches = 0
-        # With max_tokens: (key, the epoch's global batches) and (key + rank, len), see _budget_batches.
+        # With max_tokens: (key, the epoch's global batches) and (key + rank, len), see _batches.
         self._cached_batches: tuple[tuple[Any, ...], list[list[int]]] | None = None
         self._cached_len: tuple[tuple[Any, ...], int] | None = None
 
@@ -150,59 +151,51 @@ class BucketBatchSampler(Sampler[list[int]]):
         return state
 
     def _batches(self, replicas: int = 1) -> list[list[int]]:
-        """All batches of this epoch, before sharding among ``replicas`` ranks."""
-        if self.max_tokens is not None:
-            return self._budget_batches(replicas)
-        size = self._batch_size
-        if not self.shuffle:
-            order = torch.sort(self._lengths, stable=True).indices.tolist()
-            return self._drop_short(_cut(order, size))
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        perm = torch.randperm(len(self._lengths), generator=generator)
-        pool_len = self.pool_size * size
-        batches: list[list[int]] = []
-        for start in range(0, len(perm), pool_len):
-            pool = perm[start : start + pool_len]
-            pool = pool[torch.sort(self._lengths[pool], stable=True).indices]
-            batches.extend(_cut(pool.tolist(), size))
-        batches = self._drop_short(batches)
-        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        """All batches of this epoch, before sharding among ``replicas`` ranks. Under a token budget
+        they are cached, since ``len`` (which depends on them) and ``iter`` both need them."""
+        if self.max_tokens is None:
+            return self._form_batches(replicas)
+        key = self._budget_key(replicas)
+        if self._cached_batches is None or self._cached_batches[0] != key:
+            self._cached_batches = (key, self._form_batches(replicas))
+        return self._cached_batches[1]
 
     def _budget_key(self, replicas: int) -> tuple[Any, ...]:
         """Everything the batches of a token budget depend on."""
         return (self.seed, self.epoch, self.shuffle, self.pool_size, self.sort_pools, self.max_tokens, replicas)
 
-    def _budget_batches(self, replicas: int) -> list[list[int]]:
-        """The epoch's batches under ``max_tokens`` (cached: ``len`` and ``iter`` share them)."""
-        key = self._budget_key(replicas)
-        if self._cached_batches is not None and self._cached_batches[0] == key:
-            return self._cached_batches[1]
-        assert self.max_tokens is not None
-        lengths = self._lengths.tolist()
+    def _form_batches(self, replicas: int) -> list[list[int]]:
         if not self.shuffle:
             order = torch.sort(self._lengths, stable=True).indices.tolist()
-            batches = cut_by_tokens(order, lengths, self.max_tokens, self._batch_size, step=1, least=replicas)
-        else:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            perm = torch.randperm(len(self._lengths), generator=generator)
-            pool_len = self.pool_size * self._batch_size if self.sort_pools else max(len(perm), 1)
-            batches = []
-            for start in range(0, len(perm), pool_len):
-                pool = perm[start : start + pool_len]
-                if self.sort_pools:
-                    pool = pool[torch.sort(self._lengths[pool], stable=True).indices]
-                batches.extend(
-                    cut_by_tokens(pool.tolist(), lengths, self.max_tokens, self._batch_size, step=replicas, least=replicas)
-                )
-            if self._drop_last and batches and len(batches[-1]) < replicas:
-                batches.pop()  # the end of the last pool: fewer than R examples (only under R > 1)
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        self._cached_batches = (key, batches)
-        return batches
+            return self._drop_short(self._cut(order, step=1, least=replicas), replicas)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(len(self._lengths), generator=generator)
+        pool_len = self.pool_size * self._batch_size if self.sort_pools else max(len(perm), 1)
+        batches: list[list[int]] = []
+        for start in range(0, len(perm), pool_len):
+            pool = perm[start : start + pool_len]
+            if self.sort_pools:
+                pool = pool[torch.sort(self._lengths[pool], stable=True).indices]
+            batches.extend(self._cut(pool.tolist(), step=replicas, least=replicas))
+        batches = self._drop_short(batches, replicas)
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
-    def _drop_short(self, batches: list[list[int]]) -> list[list[int]]:
-        """Without the final short batch when drop_last (only the last batch can be short)."""
-        if self._drop_last and batches and len(batches[-1]) < self._batch_size:
+    def _cut(self, indices: list[int], step: int, least: int) -> list[list[int]]:
+        """``indices`` in order into batches of ``batch_size``, or under the token budget
+        (:func:`cut_by_tokens`, shares of ``step`` examples, at least ``least``)."""
+        if self.max_tokens is None:
+            return _cut(indices, self._batch_size)
+        return cut_by_tokens(indices, self._length_list, self.max_tokens, self._batch_size, step=step, least=least)
+
+    def _drop_short(self, batches: list[list[int]], replicas: int) -> list[list[int]]:
+        """Without the final short batch when drop_last (only the last batch can be short): shorter
+        than ``batch_size``; under a token budget, a training batch of fewer than R examples (the end
+        of the last pool, under R > 1)."""
+        if self.max_tokens is None:
+            short = self._batch_size
+        else:
+            short = replicas if self.shuffle else 0
+        if self._drop_last and batches and len(batches[-1]) < short:
             return batches[:-1]
         return batches
 
