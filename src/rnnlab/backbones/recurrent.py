@@ -16,9 +16,7 @@ each layer and direction on the padded batch (oneDNN), both exact for every leng
 (the default) is ``fused`` except that on CPU a batch that is mostly padding goes packed too: the
 padded path computes every padded step, and past PACKED_ABOVE_PADDING the packed one is faster;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. All have the same parameter names, so a
-state dict from one loads into the others.
-``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. Both have the same parameter names, so a
-Inside ``with backbone.recording() as recorder:`` each
+state dict from one loads into the others. Inside ``with backbone.recording() as recorder:`` each
 runs step by step and reports every step's states and gates (:mod:`rnnlab.backbones.recording`).
 """
 

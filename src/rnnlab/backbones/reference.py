@@ -76,8 +76,15 @@ class ReferenceRecurrent(nn.Module):
             f"bidirectional={self.bidirectional}, dropout={self.dropout}"
         )
 
-    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State, gate_values: GateValues | None = None) -> State:
-        """One step. x_proj = W_ih x_t + b_ih and h_proj = W_hh h_{t-1} + b_hh, both (B, gates*H).
+    #: Whether ``b_hh`` may be added to the input projection of all steps at once (it can, unless a
+    #: gate multiplies the recurrent projection alone, as the GRU's reset gate does).
+    merged_bias: bool = True
+
+    def cell(
+        self, x_proj: torch.Tensor, state: State, w_hh_t: torch.Tensor, b_hh: torch.Tensor, gate_values: GateValues | None = None
+    ) -> State:
+        """One step from x_proj (B, gates*H) = W_ih x_t + b_ih (+ b_hh when ``merged_bias``), the
+        previous state, and W_hh transposed (H, gates*H).
 
         ``gate_values``: when given, the step's gate activations are stored in it by name.
         """
@@ -117,17 +124,25 @@ class ReferenceRecurrent(nn.Module):
         w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
         b_ih, b_hh = getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")
         batch = x.shape[0]
-        x_proj = F.linear(x, w_ih, b_ih)  # (B, T, gates*H): the input projection for all steps at once
+        # The input projection of all steps in one matmul; per step only the recurrent one remains.
+        # Time-major, so that each step's slice is contiguous.
+        x_proj = F.linear(x.transpose(0, 1), w_ih, b_ih + b_hh if self.merged_bias else b_ih)  # (T, B, gates*H)
+        w_hh_t = w_hh.t()  # (H, gates*H)
         zeros = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(self.state_size))
         state: State = zeros if start is None else start
+        # Steps every sequence reaches need no masking (one host sync per direction).
+        all_valid_until = int(mask.sum(dim=1).min())
         hidden = []
         steps_gate_values: list[GateValues] = []
-        for t, x_t in enumerate(x_proj.unbind(1)):
+        for t, x_t in enumerate(x_proj.unbind(0)):
             gate_values: GateValues | None = {} if recorder is not None else None
-            new_state = self.cell(x_t, torch.addmm(b_hh, state[0], w_hh.t()), state, gate_values)
-            # Past a sequence's end its state stays frozen, so `state` ends as the per-sequence final.
-            valid = mask[:, t : t + 1]  # (B, 1)
-            state = tuple(torch.where(valid, new, old) for new, old in zip(new_state, state))
+            new_state = self.cell(x_t, state, w_hh_t, b_hh, gate_values)
+            if t < all_valid_until:
+                state = new_state
+            else:
+                # Past a sequence's end its state stays frozen, so `state` ends as the per-sequence final.
+                valid = mask[:, t : t + 1]  # (B, 1)
+                state = tuple(torch.where(valid, new, old) for new, old in zip(new_state, state))
             hidden.append(state[0])
             if gate_values is not None:
                 steps_gate_values.append(gate_values)
@@ -160,8 +175,10 @@ class ReferenceRNN(ReferenceRecurrent):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
 
-    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State, gate_values: GateValues | None = None) -> State:
-        pre = x_proj + h_proj
+    def cell(
+        self, x_proj: torch.Tensor, state: State, w_hh_t: torch.Tensor, b_hh: torch.Tensor, gate_values: GateValues | None = None
+    ) -> State:
+        pre = torch.addmm(x_proj, state[0], w_hh_t)  # W_ih x_t + b_ih + b_hh + W_hh h_{t-1}
         return (torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre),)
 
 
@@ -171,12 +188,16 @@ class ReferenceLSTM(ReferenceRecurrent):
     gates = 4
     state_size = 2
 
-    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State, gate_values: GateValues | None = None) -> State:
-        i, f, g, o = (x_proj + h_proj).chunk(4, dim=1)
-        i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+    def cell(
+        self, x_proj: torch.Tensor, state: State, w_hh_t: torch.Tensor, b_hh: torch.Tensor, gate_values: GateValues | None = None
+    ) -> State:
+        h, c = state
+        pre = torch.addmm(x_proj, h, w_hh_t)  # (B, 4H): W_ih x_t + b_ih + b_hh + W_hh h_{t-1}
+        i, f, g, o = pre.chunk(4, dim=1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         if gate_values is not None:
             gate_values.update(input=i, forget=f, output=o)
-        c = f * state[1] + i * torch.tanh(g)
+        c = torch.addcmul(f * c, i, g)  # f*c + i*g
         return o * torch.tanh(c), c
 
 
@@ -184,13 +205,16 @@ class ReferenceGRU(ReferenceRecurrent):
     """GRU, gates in torch's order r, z, n: n = tanh(W_in x + b_in + r*(W_hn h + b_hn)), h_t = (1-z)*n + z*h."""
 
     gates = 3
+    merged_bias = False  # b_hn sits inside r * (W_hn h + b_hn)
 
-    def cell(self, x_proj: torch.Tensor, h_proj: torch.Tensor, state: State, gate_values: GateValues | None = None) -> State:
-        x_r, x_z, x_n = x_proj.chunk(3, dim=1)
-        h_r, h_z, h_n = h_proj.chunk(3, dim=1)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
+    def cell(
+        self, x_proj: torch.Tensor, state: State, w_hh_t: torch.Tensor, b_hh: torch.Tensor, gate_values: GateValues | None = None
+    ) -> State:
+        h = state[0]
+        h_proj = torch.addmm(b_hh, h, w_hh_t)  # (B, 3H): W_hh h_{t-1} + b_hh
+        hidden = self.hidden_size
+        r, z = torch.sigmoid(x_proj[:, : 2 * hidden] + h_proj[:, : 2 * hidden]).chunk(2, dim=1)
         if gate_values is not None:
             gate_values.update(reset=r, update=z)
-        n = torch.tanh(x_n + r * h_n)
-        return ((1 - z) * n + z * state[0],)
+        n = torch.tanh(torch.addcmul(x_proj[:, 2 * hidden :], r, h_proj[:, 2 * hidden :]))
+        return (torch.lerp(n, h, z),)  # (1 - z) * n + z * h
