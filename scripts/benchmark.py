@@ -12,7 +12,8 @@ Absolute numbers are printed for context only: compare them across runs only on 
 Sections (each a function below): the machine and its measured matmul rate; framework overhead
 (rnnlab-train's loop vs a plain loop, and the cost of the default callbacks); batching on real
 length distributions (bucketed vs shuffled batches); recurrent kernels (fused vs reference, and
-bidirectional packed vs padded vs bucketed); decoding; the data path's share of a step; start-up
+bidirectional packed vs padded vs bucketed); where impl=auto switches from the padded path to the
+packed one, and whether its choice is ever slower than torch's packed path; decoding; the data path's share of a step; start-up
 time; scaling of time and activation memory with sequence length, hidden size and batch size.
 """
 
@@ -43,6 +44,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnlab.backbones import RecurrentBackbone
+from rnnlab.backbones.recurrent import packed_above
 from rnnlab.batch import Batch
 from rnnlab.callbacks import DivergenceMonitor, ExactResume, GradientHealth, Throughput
 from rnnlab.callbacks.throughput import synchronize
@@ -60,6 +62,8 @@ TARGETS = {
     "overhead.default_callbacks_cost": ("<", 0.05, "default diagnostics callbacks, share of step time"),
     "data_path.share_of_step": ("<", 0.03, "collate + sampler time / step time"),
     "kernels.reference_over_fused_max": ("<=", 2.0, "reference / fused time, worst benchmarked shape"),
+    # "Never slower than torch's packed path", up to the noise of timing two near-equal paths.
+    "auto.auto_over_packed_max": ("<=", 1.05, "impl=auto / torch's packed nn.* time, worst benchmarked shape"),
 }
 
 
@@ -296,11 +300,13 @@ def lognormal_lengths(count: int, rng: random.Random, high: int) -> list[int]:
 def bidirectional_paths(count: int, batch: int, hidden: int, repeats: int, device: torch.device, longest: int = 400) -> dict[str, Any]:
     """A bidirectional LSTM over ``count`` sequences of log-normal lengths (a median of 20 steps, a
     long tail), one forward + backward pass over all of them: torch's packed sequences and rnnlab's
-    padded path on shuffled batches, and rnnlab's path on length-bucketed batches."""
+    padded path (impl=fused) and impl=auto on shuffled batches, and both on length-bucketed batches."""
     rng = random.Random(0)
     lengths = lognormal_lengths(count, rng, longest)
     fused, _ = backbone_pair("lstm", hidden, bidirectional=True)
     fused = fused.to(device)
+    auto = RecurrentBackbone(cell="lstm", hidden_size=hidden, bidirectional=True, input_size=hidden, impl="auto").to(device)
+    auto.load_state_dict(fused.state_dict())
     shuffled = list(range(count))
     rng.shuffle(shuffled)
     naive = [shuffled[i : i + batch] for i in range(0, count, batch)]
@@ -312,15 +318,17 @@ def bidirectional_paths(count: int, batch: int, hidden: int, repeats: int, devic
 
     naive_batches, bucketed_batches = [tensors(b) for b in naive], [tensors(b) for b in bucketed]
 
-    def ours(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
-        return lambda: [forward_backward(fused, x, n)() for x, n in batches]
+    def ours(backbone: RecurrentBackbone, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
+        return lambda: [forward_backward(backbone, x, n)() for x, n in batches]
 
     def packed() -> None:
         for x, n in naive_batches:
             out, _ = fused.rnn(pack_padded_sequence(x, n, batch_first=True, enforce_sorted=False))
             out.data.sum().backward()
 
-    seconds = interleaved({"packed": packed, "padded_with_mask": ours(naive_batches), "bucketed": ours(bucketed_batches)}, repeats, device)
+    cases = {"packed": packed, "padded_with_mask": ours(fused, naive_batches), "auto": ours(auto, naive_batches),
+             "bucketed": ours(fused, bucketed_batches), "bucketed_auto": ours(auto, bucketed_batches)}
+    seconds = interleaved(cases, repeats, device)
     return {
         "sequences": count,
         "batch": batch,
@@ -330,6 +338,56 @@ def bidirectional_paths(count: int, batch: int, hidden: int, repeats: int, devic
         "seconds": seconds,
         "relative_to_packed": {name: s / seconds["packed"] for name, s in seconds.items()},
     }
+
+
+# -- impl=auto: padded or packed -----------------------------------------------------------------
+
+
+def lengths_with_padding(share: float, batch: int, steps: int, rng: random.Random) -> torch.Tensor:
+    """(batch,) lengths of one full-length sequence and the rest uniform, about ``share`` padding."""
+    if share <= 0.5:
+        lengths = [rng.randint(max(1, round((1 - 2 * share) * steps)), steps) for _ in range(batch)]
+    else:
+        lengths = [rng.randint(1, max(2, round(2 * (1 - share) * steps))) for _ in range(batch)]
+    lengths[0] = steps
+    return torch.tensor(lengths)
+
+
+def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """For each cell, hidden size and direction count, one layer's forward + backward (the final
+    state in the loss) on batches of rising padding: rnnlab's padded path (impl=fused on CPU) over
+    torch's packed path (what nn.* needs to be exact), the padding share where they cross, the
+    threshold impl=auto uses (rnnlab.backbones.recurrent.packed_above) and the time of the path it
+    picks over the packed one. On a GPU both are cuDNN on packed sequences: not measured there."""
+    rows = []
+    for cell in GATES:
+        for hidden in hiddens:
+            for bidirectional in (False, True):
+                backbone = RecurrentBackbone(cell=cell, hidden_size=hidden, bidirectional=bidirectional, input_size=hidden).to(device)
+                rng = random.Random(0)
+                points = []
+                for share in shares:
+                    lengths = lengths_with_padding(share, batch, steps, rng)
+                    x = torch.randn(batch, steps, hidden, device=device)
+
+                    def run(path: Callable[..., Any]) -> Callable[[], None]:
+                        def step() -> None:
+                            outputs, final = path(x, lengths, None)
+                            (outputs.sum() + sum(part.sum() for part in (final if isinstance(final, tuple) else (final,)))).backward()
+                        return step
+
+                    seconds = interleaved({"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed)}, repeats, device)
+                    padding = 1 - float(lengths.sum()) / (batch * steps)
+                    picks_packed = padding > packed_above(cell, hidden)
+                    points.append({"padding": padding, "padded_over_packed": seconds["padded"] / seconds["packed"],
+                                   "auto_over_packed": 1.0 if picks_packed else seconds["padded"] / seconds["packed"], "auto": "packed" if picks_packed else "padded"})
+                crossing = next((a["padding"] + (1 - a["padded_over_packed"]) * (b["padding"] - a["padding"]) / (b["padded_over_packed"] - a["padded_over_packed"])
+                                 for a, b in zip(points, points[1:]) if a["padded_over_packed"] <= 1 < b["padded_over_packed"]), None)
+                if points[0]["padded_over_packed"] > 1:
+                    crossing = 0.0
+                rows.append({"cell": cell, "H": hidden, "bidirectional": bidirectional, "points": points, "crossover": crossing,
+                             "auto_threshold": packed_above(cell, hidden), "auto_over_packed_max": max(p["auto_over_packed"] for p in points)})
+    return {"batch": batch, "steps": steps, "rows": rows, "auto_over_packed_max": max(r["auto_over_packed_max"] for r in rows)}
 
 
 # -- decoding -------------------------------------------------------------------------------------
@@ -528,6 +586,17 @@ def report(results: dict[str, Any], plot: str | None) -> str:
               "{bucketed:.1%} bucketed), H = {hidden}, one forward + backward pass over all:".format(
                   sequences=b["sequences"], naive=b["naive_padding"], batch=b["batch"], bucketed=b["bucketed_padding"], hidden=b["hidden"]), "",
               markdown_table(("path", "seconds", "relative to packed"), [(k, fmt(v), fmt(b["relative_to_packed"][k])) for k, v in b["seconds"].items()]), ""]
+    a = results["auto"]
+    shares = [f"{point['padding']:.0%}" for point in a["rows"][0]["points"]]
+    lines += ["## impl=auto: padded or packed", "",
+              f"One layer, B = {a['batch']}, T = {a['steps']}, forward + backward with the final state in the loss. Each cell: rnnlab's padded "
+              "path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they cross (— if they do not), "
+              "the threshold above which impl=auto runs packed, and the time of auto's pick / the packed path's, worst point "
+              "(<= 1: never slower than nn.* on packed sequences):", "",
+              markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above", "auto / packed, worst"),
+                             [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1", *(fmt(pt["padded_over_packed"], 2) for pt in r["points"]),
+                               "—" if r["crossover"] is None else f"{r['crossover']:.2f}", f"{r['auto_threshold']:.2f}", fmt(r["auto_over_packed_max"], 3))
+                              for r in a["rows"]]), ""]
     d = results["decoding"]
     lines += ["## Decoding", "", f"`{d['config']}`, one validation batch of {d['batch']}, untrained model:", "",
               markdown_table(("pass", "tokens/s"), [(k, fmt(v)) for k, v in d["tokens_per_s"].items()]), "",
@@ -586,6 +655,9 @@ def main() -> None:
         done("kernels")
         results["bidirectional"] = bidirectional_paths(32 if quick else 512, 16 if quick else 32, 32 if quick else 128, repeats, device, 60 if quick else 400)
         done("bidirectional")
+        results["auto"] = auto_paths([16] if quick else [64, 128, 256, 512], [0.2, 0.7] if quick else [0.05, 0.25, 0.45, 0.6, 0.75, 0.85],
+                                     8 if quick else 32, 16 if quick else 64, repeats, device)
+        done("auto")
         seq2seq = ["data=reverse", "model=seq2seq", "data.num_train=64", "data.num_val=64", "data.num_test=8"]
         results["decoding"] = decoding(seq2seq + (["model.backbone.hidden_size=16", "model.decoder.hidden_size=16"] if quick else ["data.eval_batch_size=64"]), repeats, device)
         done("decoding")

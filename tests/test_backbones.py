@@ -12,6 +12,7 @@ from torch import nn
 
 from rnnlab.backbones import RecurrentBackbone, ReferenceGRU, ReferenceLSTM, ReferenceRNN, reference
 from rnnlab.backbones.recording import DirectionRecord
+from rnnlab.backbones.recurrent import PACKED_ABOVE_PADDING, packed_above
 from rnnlab.errors import UserError
 
 FEATURES, HIDDEN, STEPS, VOCAB = 5, 6, 7, 11
@@ -202,19 +203,20 @@ def test_impl_resolution_and_sizes(impl: str, rnn_type: type) -> None:
     assert isinstance(model.embedding, nn.Embedding) and model.embedding.padding_idx == 0
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """impl=auto on CPU: a batch with more than PACKED_ABOVE_PADDING padding goes packed, others per
-    direction; impl=fused always per direction; every path gives the same result."""
-    from rnnlab.backbones.recurrent import PACKED_ABOVE_PADDING
-
+def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(
+    cell: str, bidirectional: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """impl=auto on CPU: a batch with more padding than packed_above(cell, H) goes packed, others
+    per direction; impl=fused always per direction; every path gives the same result."""
     torch.manual_seed(3)
-    auto = RecurrentBackbone(cell="lstm", hidden_size=HIDDEN, bidirectional=bidirectional, impl="auto", input_size=FEATURES).eval()
-    fused = RecurrentBackbone(cell="lstm", hidden_size=HIDDEN, bidirectional=bidirectional, impl="fused", input_size=FEATURES).eval()
+    auto = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=bidirectional, impl="auto", input_size=FEATURES).eval()
+    fused = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=bidirectional, impl="fused", input_size=FEATURES).eval()
     fused.load_state_dict(auto.state_dict())
-    x = torch.randn(4, 10, FEATURES)
-    mostly_padding, little_padding = torch.tensor([10, 2, 1, 3]), torch.tensor([10, 9, 8, 10])
-    assert 1 - mostly_padding.sum() / 40 > PACKED_ABOVE_PADDING > 1 - little_padding.sum() / 40
+    x = torch.randn(8, 40, FEATURES)
+    mostly_padding, little_padding = torch.tensor([40] + [1] * 7), torch.tensor([40, 38, 39, 40, 37, 40, 36, 40])
+    assert 1 - mostly_padding.sum() / 320 > packed_above(cell, HIDDEN) > 1 - little_padding.sum() / 320
     calls: list[str] = []
     for model in (auto, fused):
         for name in ("_run_packed", "_run_per_direction"):
@@ -225,6 +227,35 @@ def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(bid
         with torch.no_grad():
             assert_same(auto(x, lengths), fused(x, lengths))
         assert calls == [expected, "_run_per_direction"]
+
+
+def test_packed_above_interpolates_the_measured_table_in_log_hidden_size() -> None:
+    for cell, points in PACKED_ABOVE_PADDING.items():
+        for hidden, share in points:
+            assert packed_above(cell, hidden) == pytest.approx(share)
+        (low, below), (high, above) = points[0], points[1]
+        assert packed_above(cell, round(math.sqrt(low * high))) == pytest.approx((below + above) / 2, abs=0.01)
+        assert packed_above(cell, 1) == points[0][1] and packed_above(cell, 10_000) == points[-1][1]
+        assert all(0 < share < 1 for _, share in points)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_padded_path_gives_padding_no_gradient(bidirectional: bool) -> None:
+    """The fused padded LSTM path keeps c frozen at padded steps by saturating the gates there: the
+    loss on outputs and both final states must send exactly zero gradient into padded inputs,
+    even with huge garbage there, and the real steps' gradients must equal each sequence's alone."""
+    torch.manual_seed(8)
+    model = build("lstm", bidirectional, 2, "fused")
+    x = padded_features().requires_grad_()
+    outputs, (h_n, c_n) = model(x, LENGTHS)
+    (outputs.sum() + h_n.sum() + c_n.pow(2).sum()).backward()
+    pad = torch.arange(STEPS).unsqueeze(0) >= LENGTHS.unsqueeze(1)
+    assert torch.equal(x.grad[pad], torch.zeros_like(x.grad[pad]))
+    for b, length in enumerate(LENGTHS.tolist()):
+        alone = x.detach()[b : b + 1, :length].clone().requires_grad_()
+        out, (h, c) = model(alone, torch.tensor([length]))
+        (out.sum() + h.sum() + c.pow(2).sum()).backward()
+        torch.testing.assert_close(x.grad[b, :length], alone.grad[0], atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("impl", ["fused", "reference"])

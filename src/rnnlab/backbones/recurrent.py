@@ -14,7 +14,7 @@
 ``impl="fused"`` runs torch.nn's kernels: on GPU the whole stack on a packed sequence (cuDNN), on CPU
 each layer and direction on the padded batch (oneDNN), both exact for every length. ``impl="auto"``
 (the default) is ``fused`` except that on CPU a batch that is mostly padding goes packed too: the
-padded path computes every padded step, and past PACKED_ABOVE_PADDING the packed one is faster;
+padded path computes every padded step, and past :func:`packed_above` the packed one is faster;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. All have the same parameter names, so a
 state dict from one loads into the others. Inside ``with backbone.recording() as recorder:`` each
 runs step by step and reports every step's states and gates (:mod:`rnnlab.backbones.recording`).
@@ -22,11 +22,11 @@ runs step by step and reports every step's states and gates (:mod:`rnnlab.backbo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -45,10 +45,29 @@ _REFERENCE = {"rnn": ReferenceRNN, "lstm": ReferenceLSTM, "gru": ReferenceGRU}
 
 FinalState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for the LSTM
 
-#: impl=auto on CPU: a batch with a larger share of padded steps runs packed. Measured (scripts/
-#: benchmark.py's machine, LSTM H=128, B=32, T=64, forward + backward): the padded path takes
-#: 0.7-1.0 x the packed time up to about half padding, 1.25-1.4 x at three quarters.
-PACKED_ABOVE_PADDING = 0.5
+#: impl=auto on CPU: the share of padded steps above which a batch runs packed, by cell and hidden
+#: size (between the sizes listed: interpolated in log2 H; outside: the nearest). The padded path
+#: computes every padded step; the packed one only real steps, but at a higher cost per step that
+#: grows with H. Measured by `scripts/benchmark.py` ("impl=auto": forward + backward with the final
+#: state in the loss, B=32, T=64, one layer, both directions; the lower crossover of the two,
+#: rounded down) on a 2-core AMD EPYC with torch 2.13; BENCHMARKS.md shows the current machine's.
+PACKED_ABOVE_PADDING: dict[str, tuple[tuple[int, float], ...]] = {
+    "rnn": ((64, 0.75), (128, 0.65), (256, 0.55), (512, 0.45)),
+    "lstm": ((64, 0.85), (128, 0.8), (256, 0.55), (512, 0.55)),
+    "gru": ((64, 0.6), (128, 0.45), (256, 0.3), (512, 0.3)),
+}
+
+
+def packed_above(cell: str, hidden_size: int) -> float:
+    """The padding share above which impl=auto runs a CPU batch packed (PACKED_ABOVE_PADDING)."""
+    points = PACKED_ABOVE_PADDING[cell]
+    if hidden_size <= points[0][0]:
+        return points[0][1]
+    for (low, below), (high, above) in zip(points, points[1:]):
+        if hidden_size <= high:
+            share = (math.log2(hidden_size) - math.log2(low)) / (math.log2(high) - math.log2(low))
+            return below + share * (above - below)
+    return points[-1][1]
 
 
 def _key(name: str) -> str:
@@ -212,7 +231,7 @@ class RecurrentBackbone(nn.Module):
         if bool((lengths == steps).all()):
             return self.rnn(x, initial)
         padding = 1.0 - float(lengths.sum()) / (lengths.numel() * steps)
-        if x.is_cuda or (self.impl == "auto" and padding > PACKED_ABOVE_PADDING):
+        if x.is_cuda or (self.impl == "auto" and padding > packed_above(self.cell, self.hidden_size)):
             return self._run_packed(x, lengths, initial)
         return self._run_per_direction(x, lengths, initial)
 
@@ -228,13 +247,12 @@ class RecurrentBackbone(nn.Module):
     def _run_per_direction(
         self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None
     ) -> tuple[torch.Tensor, FinalState]:
-        """Each layer and direction through the fused kernel on the padded batch (CPU).
+        """Each layer and direction through the fused kernel on the padded batch (CPU, oneDNN).
 
-        On the CPU, torch's packed path is several times slower than the padded one (which uses
-        oneDNN). Padding after a sequence's end cannot change its earlier steps, so each direction
-        runs padded: the backward one on each sequence reversed within its own length. Final states
-        are read at each sequence's last valid step; the LSTM's cell state by
-        :func:`lstm_cell_at_length`.
+        Padding after a sequence's end cannot change its earlier steps, so each direction runs
+        padded: the backward one on each sequence reversed within its own length. h_n is read at
+        each sequence's last valid step. For the LSTM's c_n, padded steps are made to keep the
+        cell state exactly: see :func:`with_cell_state_kept_at_padding`.
         """
         rnn = self.rnn
         batch, steps = x.shape[0], x.shape[1]
@@ -246,11 +264,15 @@ class RecurrentBackbone(nn.Module):
             weights = [getattr(rnn, f"{param}_{name}") for param in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             if start is None:
                 start = (layer_input.new_zeros(batch, self.hidden_size),) * (2 if rnn.mode == "LSTM" else 1)
-            hx = [part.unsqueeze(0) for part in start] if rnn.mode == "LSTM" else start[0].unsqueeze(0)
-            out = kernel(layer_input, hx, weights, True, 1, 0.0, self.training, False, True)[0]  # (B, T, H)
+            if rnn.mode == "LSTM":
+                layer_input, weights[0] = with_cell_state_kept_at_padding(layer_input, weights[0], valid)
+                hx = [part.unsqueeze(0) for part in start]
+            else:
+                hx = start[0].unsqueeze(0)
+            out, *final = kernel(layer_input, hx, weights, True, 1, 0.0, self.training, False, True)  # out (B, T, H)
             state: State = (out[last],)
             if rnn.mode == "LSTM":
-                state += (lstm_cell_at_length(layer_input, out, weights, valid, start),)
+                state += (final[1][0],)  # c after the last step: the cell state at each sequence's end
             return out.masked_fill(~valid, 0.0), state
 
         outputs, stacked = run_stacked(
@@ -262,27 +284,27 @@ class RecurrentBackbone(nn.Module):
 # torch.nn's recurrent kernels, called per layer and direction as nn.RNNBase.forward calls them.
 _KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 
+#: Added to the forget gate's and subtracted from the input gate's pre-activation at padded steps:
+#: far beyond any real pre-activation, and sigmoid(+-1e6) is exactly 1 or 0 in float32 and bfloat16.
+SATURATING = 1e6
 
-def lstm_cell_at_length(
-    x: torch.Tensor, outputs: torch.Tensor, weights: list[torch.Tensor], valid: torch.Tensor, start: State
-) -> torch.Tensor:
-    """The LSTM cell state at each sequence's last valid step, from a run that went on past it.
 
-    x (B, T, F) the layer input, outputs (B, T, H) the kernel's hidden states (right at valid
-    steps), valid (B, T, 1), start (h_0, c_0) each (B, H) -> c (B, H). The gates of step t depend
-    only on x_t and h_{t-1}, both known, so c follows from the linear recurrence
-    c_t = f_t c_{t-1} + i_t g_t in closed form, c_n = (prod_t f_t) c_0 + sum_t (prod_{s>t} f_s) i_t g_t,
-    with f = 1 and i g = 0 at padded steps. Products are summed as logs in float64 (exact to
-    ~1e-12 over thousands of steps), and gradients flow through the outputs into the kernel, so
-    training through the final state stays exact.
+def with_cell_state_kept_at_padding(
+    x: torch.Tensor, w_ih: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An LSTM layer's input and input weights, extended so that padded steps leave c unchanged.
+
+    x (B, T, F), w_ih (4H, F) in gate order i, f, g, o, valid (B, T, 1) -> x (B, T, F + 1) with a
+    column that is 1 at padded steps, w_ih (4H, F + 1) whose new column is -SATURATING for i,
+    +SATURATING for f and 0 for g, o. At a padded step then i = 0 and f = 1 exactly, so
+    c_t = f c_{t-1} + i g = c_{t-1}: the kernel's final c is each sequence's c at its last valid
+    step. Nothing leaks into the real steps: the saturated gates' derivatives are exactly 0, and
+    the hidden states at padded steps reach the loss only through those gates and the masked
+    outputs, so gradients are those of the sequences alone.
     """
-    w_ih, w_hh, b_ih, b_hh = weights
-    h_0, c_0 = start
-    previous = torch.cat([h_0.unsqueeze(1), outputs[:, :-1]], dim=1)  # (B, T, H): h_{t-1}
-    i, f, g, _ = (F.linear(x, w_ih, b_ih) + F.linear(previous, w_hh, b_hh)).chunk(4, dim=2)
-    log_forget = F.logsigmoid(f).double().masked_fill(~valid, 0.0)
-    written = (torch.sigmoid(i) * torch.tanh(g)).double().masked_fill(~valid, 0.0)
-    kept_from = log_forget.cumsum(dim=1)  # (B, T, H): log prod_{s<=t} f_s
-    decay = torch.exp(kept_from[:, -1:] - kept_from)  # prod_{s>t} f_s, <= 1
-    kept_c_0 = torch.exp(kept_from[:, -1]) * c_0.double()  # (B, H)
-    return (kept_c_0 + (decay * written).sum(dim=1)).to(outputs.dtype)
+    hidden = w_ih.shape[0] // 4
+    column = w_ih.new_zeros(4 * hidden, 1)
+    column[:hidden] = -SATURATING
+    column[hidden : 2 * hidden] = SATURATING
+    padded = (~valid).to(x.dtype)  # (B, T, 1)
+    return torch.cat([x, padded], dim=2), torch.cat([w_ih, column], dim=1)
