@@ -43,7 +43,7 @@ class SequenceDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         bucketing: bool = True,
-        bucket_pool_size: int = 50,
+        bucket_pool_size: int = 200,
         seed: int = 0,
         pin_memory: bool = False,
         test_file: str | None = None,
