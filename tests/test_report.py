@@ -218,7 +218,8 @@ def test_results_md_is_generated_from_the_recipes_of_a_spec(tmp_path: Path, monk
     sweep = tmp_path / "outputs/results/demo"
     for seed, acc in ((1, 0.8), (2, 0.9)):
         write_run(sweep / str(seed - 1), ["experiment=demo", "model/backbone=gru", f"seed={seed}"], completed(**{"test/acc": acc}))
-        (sweep / str(seed - 1) / "run_info.json").write_text(json.dumps({"wall_seconds": 90, "hardware": {"processor": "Test CPU", "cpu_count": 2, "cuda_devices": []}}))
+        git = {"commit": "0123456789abcdef", "dirty": seed == 2}
+        (sweep / str(seed - 1) / "run_info.json").write_text(json.dumps({"wall_seconds": 90, "git": git, "hardware": {"processor": "Test CPU", "cpu_count": 2, "cuda_devices": []}}))
     write_run(sweep / "2", ["experiment=demo", "model/backbone=rnn", "seed=1"], completed(**{"test/acc": 0.5}))
     spec = tmp_path / "results.yaml"
     spec.write_text(
@@ -229,7 +230,7 @@ def test_results_md_is_generated_from_the_recipes_of_a_spec(tmp_path: Path, monk
     text = results_markdown(Path("results.yaml"))
     assert "## Demo task" in text and "`rnnlab-train -m experiment=demo`" in text and "Reference: Someone (2020): 0.85" in text
     assert "| model/backbone=gru | 2 | **0.85 ± 0.07071** |" in text and "| model/backbone=rnn | 1 | 0.5 |" in text
-    assert "Wall time: 3.0 min for 3 runs (Test CPU (2 cores), no GPU)." in text
+    assert "Wall time: 3.0 min for 3 runs (Test CPU (2 cores), no GPU). Code: rnnlab commit 0123456, 0123456 + changes." in text
 
     (tmp_path / "outputs/results/demo").rename(tmp_path / "elsewhere")
     with pytest.raises(UserError, match="run `rnnlab-train -m experiment=demo` first"):
