@@ -353,22 +353,25 @@ def lengths_with_padding(share: float, batch: int, steps: int, rng: random.Rando
     return torch.tensor(lengths)
 
 
-def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, Any]:
+def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, Any] | None:
     """For each cell, hidden size and direction count, one layer's forward + backward (the final
-    state in the loss) on batches of rising padding: rnnlab's padded path (impl=fused on CPU) over
-    torch's packed path (what nn.* needs to be exact), the padding share where they cross, the
-    threshold impl=auto uses (rnnlab.backbones.recurrent.packed_above) and the time of the path it
-    picks over the packed one. On a GPU both are cuDNN on packed sequences: not measured there."""
+    state in the loss) on batches of rising padding: rnnlab's padded path (impl=fused on CPU) and
+    impl=auto's own pick, each over torch's packed path (what nn.* needs to be exact); the padding
+    share where padded and packed cross, and the threshold impl=auto uses
+    (rnnlab.backbones.recurrent.packed_above). None on a GPU, where both are cuDNN on packed
+    sequences."""
+    if device.type != "cpu":
+        return None
     rows = []
     for cell in GATES:
         for hidden in hiddens:
             for bidirectional in (False, True):
-                backbone = RecurrentBackbone(cell=cell, hidden_size=hidden, bidirectional=bidirectional, input_size=hidden).to(device)
+                backbone = RecurrentBackbone(cell=cell, hidden_size=hidden, bidirectional=bidirectional, input_size=hidden, impl="auto")
                 rng = random.Random(0)
                 points = []
                 for share in shares:
                     lengths = lengths_with_padding(share, batch, steps, rng)
-                    x = torch.randn(batch, steps, hidden, device=device)
+                    x = torch.randn(batch, steps, hidden)
 
                     def run(path: Callable[..., Any]) -> Callable[[], None]:
                         def step() -> None:
@@ -376,18 +379,18 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
                             (outputs.sum() + sum(part.sum() for part in (final if isinstance(final, tuple) else (final,)))).backward()
                         return step
 
-                    seconds = interleaved({"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed)}, repeats, device)
-                    padding = 1 - float(lengths.sum()) / (batch * steps)
-                    picks_packed = padding > packed_above(cell, hidden)
-                    points.append({"padding": padding, "padded_over_packed": seconds["padded"] / seconds["packed"],
-                                   "auto_over_packed": 1.0 if picks_packed else seconds["padded"] / seconds["packed"], "auto": "packed" if picks_packed else "padded"})
-                crossing = next((a["padding"] + (1 - a["padded_over_packed"]) * (b["padding"] - a["padding"]) / (b["padded_over_packed"] - a["padded_over_packed"])
-                                 for a, b in zip(points, points[1:]) if a["padded_over_packed"] <= 1 < b["padded_over_packed"]), None)
-                if points[0]["padded_over_packed"] > 1:
-                    crossing = 0.0
-                rows.append({"cell": cell, "H": hidden, "bidirectional": bidirectional, "points": points, "crossover": crossing,
+                    cases = {"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed), "auto": run(backbone._run_fused)}
+                    seconds = interleaved(cases, repeats, device)
+                    points.append({"padding": 1 - float(lengths.sum()) / (batch * steps),
+                                   "padded_over_packed": seconds["padded"] / seconds["packed"], "auto_over_packed": seconds["auto"] / seconds["packed"]})
+                ratios = [(point["padding"], point["padded_over_packed"]) for point in points]
+                if ratios[0][1] > 1:
+                    crossover = f"< {ratios[0][0]:.2f}"
+                else:
+                    crossover = next((f"{a + (1 - r) * (b - a) / (q - r):.2f}" for (a, r), (b, q) in zip(ratios, ratios[1:]) if r <= 1 < q), None)
+                rows.append({"cell": cell, "H": hidden, "bidirectional": bidirectional, "points": points, "crossover": crossover,
                              "auto_threshold": packed_above(cell, hidden), "auto_over_packed_max": max(p["auto_over_packed"] for p in points)})
-    return {"batch": batch, "steps": steps, "rows": rows, "auto_over_packed_max": max(r["auto_over_packed_max"] for r in rows)}
+    return {"batch": batch, "steps": steps, "threads": torch.get_num_threads(), "rows": rows, "auto_over_packed_max": max(r["auto_over_packed_max"] for r in rows)}
 
 
 # -- decoding -------------------------------------------------------------------------------------
@@ -587,16 +590,17 @@ def report(results: dict[str, Any], plot: str | None) -> str:
                   sequences=b["sequences"], naive=b["naive_padding"], batch=b["batch"], bucketed=b["bucketed_padding"], hidden=b["hidden"]), "",
               markdown_table(("path", "seconds", "relative to packed"), [(k, fmt(v), fmt(b["relative_to_packed"][k])) for k, v in b["seconds"].items()]), ""]
     a = results["auto"]
-    shares = [f"{point['padding']:.0%}" for point in a["rows"][0]["points"]]
-    lines += ["## impl=auto: padded or packed", "",
-              f"One layer, B = {a['batch']}, T = {a['steps']}, forward + backward with the final state in the loss. Each cell: rnnlab's padded "
-              "path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they cross (— if they do not), "
-              "the threshold above which impl=auto runs packed, and the time of auto's pick / the packed path's, worst point "
-              "(<= 1: never slower than nn.* on packed sequences):", "",
-              markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above", "auto / packed, worst"),
-                             [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1", *(fmt(pt["padded_over_packed"], 2) for pt in r["points"]),
-                               "—" if r["crossover"] is None else f"{r['crossover']:.2f}", f"{r['auto_threshold']:.2f}", fmt(r["auto_over_packed_max"], 3))
-                              for r in a["rows"]]), ""]
+    if a is not None:
+        shares = [f"{point['padding']:.0%}" for point in a["rows"][0]["points"]]
+        lines += ["## impl=auto: padded or packed", "",
+                  f"One layer, B = {a['batch']}, T = {a['steps']}, {a['threads']} threads, forward + backward with the final state in the loss. "
+                  "Each cell: rnnlab's padded path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they "
+                  "cross (— if they do not), the threshold above which impl=auto runs packed, and impl=auto's time / the packed path's, "
+                  "worst point (<= 1: never slower than nn.* on packed sequences):", "",
+                  markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above", "auto / packed, worst"),
+                                 [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1", *(fmt(pt["padded_over_packed"], 2) for pt in r["points"]),
+                                   r["crossover"] or "—", f"{r['auto_threshold']:.2f}", fmt(r["auto_over_packed_max"], 3))
+                                  for r in a["rows"]]), ""]
     d = results["decoding"]
     lines += ["## Decoding", "", f"`{d['config']}`, one validation batch of {d['batch']}, untrained model:", "",
               markdown_table(("pass", "tokens/s"), [(k, fmt(v)) for k, v in d["tokens_per_s"].items()]), "",
@@ -655,7 +659,7 @@ def main() -> None:
         done("kernels")
         results["bidirectional"] = bidirectional_paths(32 if quick else 512, 16 if quick else 32, 32 if quick else 128, repeats, device, 60 if quick else 400)
         done("bidirectional")
-        results["auto"] = auto_paths([16] if quick else [64, 128, 256, 512], [0.2, 0.7] if quick else [0.05, 0.25, 0.45, 0.6, 0.75, 0.85],
+        results["auto"] = auto_paths([16] if quick else [64, 128, 256, 512], [0.2, 0.7] if quick else [0.05, 0.25, 0.45, 0.6, 0.75, 0.85, 0.95],
                                      8 if quick else 32, 16 if quick else 64, repeats, device)
         done("auto")
         seq2seq = ["data=reverse", "model=seq2seq", "data.num_train=64", "data.num_val=64", "data.num_test=8"]

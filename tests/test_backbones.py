@@ -258,6 +258,32 @@ def test_lstm_padded_path_gives_padding_no_gradient(bidirectional: bool) -> None
         torch.testing.assert_close(x.grad[b, :length], alone.grad[0], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("padding_value", [float("nan"), float("inf"), 1e8])
+def test_lstm_padded_path_ignores_whatever_the_padding_holds(padding_value: float) -> None:
+    """The saturating column must win whatever the caller padded with: the padded path's outputs
+    and final states equal torch's packed path (which never reads padding)."""
+    torch.manual_seed(9)
+    model = build("lstm", True, 2, "fused")
+    x = padded_features()
+    pad = torch.arange(STEPS).unsqueeze(0) >= LENGTHS.unsqueeze(1)
+    garbage = x.masked_fill(pad.unsqueeze(2), padding_value)
+    with torch.no_grad():
+        assert_same(model._run_per_direction(garbage, LENGTHS, None), model._run_packed(x, LENGTHS, None))
+
+
+def test_lstm_padded_path_in_half_precision_matches_packed() -> None:
+    """float16 cannot hold the float32 saturating constant (it would be inf, and 0 * inf = NaN)."""
+    torch.manual_seed(10)
+    model = build("lstm", True, 1, "fused").half()
+    x = torch.randn(4, STEPS, FEATURES).half()
+    with torch.no_grad():
+        padded, (h, c) = model._run_per_direction(x, LENGTHS, None)
+        packed, (h_ref, c_ref) = model._run_packed(x, LENGTHS, None)
+    assert all(t.isfinite().all() for t in (padded, h, c))
+    for got, expected in ((padded, packed), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(got.float(), expected.float(), atol=5e-3, rtol=0)
+
+
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 def test_training_mode_applies_dropout_between_layers(impl: str) -> None:
     torch.manual_seed(7)

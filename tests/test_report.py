@@ -230,7 +230,7 @@ def test_results_md_is_generated_from_the_recipes_of_a_spec(tmp_path: Path, monk
     text = results_markdown(Path("results.yaml"))
     assert "## Demo task" in text and "`rnnlab-train -m experiment=demo`" in text and "Reference: Someone (2020): 0.85" in text
     assert "| model/backbone=gru | 2 | **0.85 ± 0.07071** |" in text and "| model/backbone=rnn | 1 | 0.5 |" in text
-    assert "Wall time: 3.0 min for 3 runs (Test CPU (2 cores), no GPU). Code: rnnlab commit 0123456, 0123456 + changes." in text
+    assert "Wall time: 3.0 min for 3 runs (Test CPU (2 cores), no GPU). Code: rnnlab commits 0123456, 0123456 + changes." in text
 
     (tmp_path / "outputs/results/demo").rename(tmp_path / "elsewhere")
     with pytest.raises(UserError, match="run `rnnlab-train -m experiment=demo` first"):

@@ -13,8 +13,9 @@
 
 ``impl="fused"`` runs torch.nn's kernels: on GPU the whole stack on a packed sequence (cuDNN), on CPU
 each layer and direction on the padded batch (oneDNN), both exact for every length. ``impl="auto"``
-(the default) is ``fused`` except that on CPU a batch that is mostly padding goes packed too: the
-padded path computes every padded step, and past :func:`packed_above` the packed one is faster;
+(the default) is ``fused`` except that on CPU a batch with more padding than :func:`packed_above`
+(a measured share per cell and hidden size) goes packed too: the padded path computes every padded
+step, the packed one only real steps but at a higher cost per step;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. All have the same parameter names, so a
 state dict from one loads into the others. Inside ``with backbone.recording() as recorder:`` each
 runs step by step and reports every step's states and gates (:mod:`rnnlab.backbones.recording`).
@@ -284,8 +285,10 @@ class RecurrentBackbone(nn.Module):
 # torch.nn's recurrent kernels, called per layer and direction as nn.RNNBase.forward calls them.
 _KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 
-#: Added to the forget gate's and subtracted from the input gate's pre-activation at padded steps:
-#: far beyond any real pre-activation, and sigmoid(+-1e6) is exactly 1 or 0 in float32 and bfloat16.
+#: Added to the forget gate's and subtracted from the input gate's pre-activation at padded steps,
+#: where the input is zeroed, so the rest of the pre-activation is bias + W_hh h (|h| <= 1): far
+#: below this. sigmoid(+-1e6) is exactly 1 or 0 in float32, float64 and bfloat16; float16, whose
+#: largest number is 65504, gets its largest / 16 instead.
 SATURATING = 1e6
 
 
@@ -294,17 +297,19 @@ def with_cell_state_kept_at_padding(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An LSTM layer's input and input weights, extended so that padded steps leave c unchanged.
 
-    x (B, T, F), w_ih (4H, F) in gate order i, f, g, o, valid (B, T, 1) -> x (B, T, F + 1) with a
-    column that is 1 at padded steps, w_ih (4H, F + 1) whose new column is -SATURATING for i,
-    +SATURATING for f and 0 for g, o. At a padded step then i = 0 and f = 1 exactly, so
+    x (B, T, F), w_ih (4H, F) in gate order i, f, g, o, valid (B, T, 1) -> x (B, T, F + 1), zero at
+    padded steps but for a new column that is 1 there, w_ih (4H, F + 1) whose new column is
+    -SATURATING for i, +SATURATING for f and 0 for g, o. At a padded step then i = 0 and f = 1 exactly, so
     c_t = f c_{t-1} + i g = c_{t-1}: the kernel's final c is each sequence's c at its last valid
     step. Nothing leaks into the real steps: the saturated gates' derivatives are exactly 0, and
     the hidden states at padded steps reach the loss only through those gates and the masked
     outputs, so gradients are those of the sequences alone.
     """
     hidden = w_ih.shape[0] // 4
+    saturating = min(SATURATING, torch.finfo(w_ih.dtype).max / 16)
     column = w_ih.new_zeros(4 * hidden, 1)
-    column[:hidden] = -SATURATING
-    column[hidden : 2 * hidden] = SATURATING
+    column[:hidden] = -saturating
+    column[hidden : 2 * hidden] = saturating
     padded = (~valid).to(x.dtype)  # (B, T, 1)
-    return torch.cat([x, padded], dim=2), torch.cat([w_ih, column], dim=1)
+    # Zeroed, so that whatever the caller padded with (huge values, inf, NaN) cannot outweigh the column.
+    return torch.cat([x.masked_fill(~valid, 0.0), padded], dim=2), torch.cat([w_ih, column], dim=1)
