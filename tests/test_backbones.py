@@ -214,9 +214,9 @@ def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(
     auto = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=bidirectional, impl="auto", input_size=FEATURES).eval()
     fused = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=bidirectional, impl="fused", input_size=FEATURES).eval()
     fused.load_state_dict(auto.state_dict())
-    x = torch.randn(8, 40, FEATURES)
-    mostly_padding, little_padding = torch.tensor([40] + [1] * 7), torch.tensor([40, 38, 39, 40, 37, 40, 36, 40])
-    assert 1 - mostly_padding.sum() / 320 > packed_above(cell, HIDDEN) > 1 - little_padding.sum() / 320
+    x = torch.randn(16, 40, FEATURES)
+    mostly_padding, little_padding = torch.tensor([40] + [1] * 15), torch.tensor([40, 38, 39, 40, 37, 40, 36, 40] * 2)
+    assert 1 - mostly_padding.sum() / 640 > packed_above(cell, HIDDEN) > 1 - little_padding.sum() / 640
     calls: list[str] = []
     for model in (auto, fused):
         for name in ("_run_packed", "_run_per_direction"):
@@ -229,14 +229,17 @@ def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(
         assert calls == [expected, "_run_per_direction"]
 
 
-def test_packed_above_interpolates_the_measured_table_in_log_hidden_size() -> None:
-    for cell, points in PACKED_ABOVE_PADDING.items():
+@pytest.mark.parametrize("threads", [1, 2, 8])
+def test_packed_above_interpolates_the_measured_table_in_log_hidden_size(threads: int) -> None:
+    table = PACKED_ABOVE_PADDING[min(threads, 2)]
+    for cell, points in table.items():
         for hidden, share in points:
-            assert packed_above(cell, hidden) == pytest.approx(share)
+            assert packed_above(cell, hidden, threads) == pytest.approx(share)
         (low, below), (high, above) = points[0], points[1]
-        assert packed_above(cell, round(math.sqrt(low * high))) == pytest.approx((below + above) / 2, abs=0.01)
-        assert packed_above(cell, 1) == points[0][1] and packed_above(cell, 10_000) == points[-1][1]
+        assert packed_above(cell, round(math.sqrt(low * high)), threads) == pytest.approx((below + above) / 2, abs=0.01)
+        assert packed_above(cell, 1, threads) == points[0][1] and packed_above(cell, 10_000, threads) == points[-1][1]
         assert all(0 < share < 1 for _, share in points)
+    assert packed_above("gru", 128) == packed_above("gru", 128, torch.get_num_threads())
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

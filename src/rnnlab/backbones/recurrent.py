@@ -14,7 +14,7 @@
 ``impl="fused"`` runs torch.nn's kernels: on GPU the whole stack on a packed sequence (cuDNN), on CPU
 each layer and direction on the padded batch (oneDNN), both exact for every length. ``impl="auto"``
 (the default) is ``fused`` except that on CPU a batch with more padding than :func:`packed_above`
-(a measured share per cell and hidden size) goes packed too: the padded path computes every padded
+(a measured share per thread count, cell and hidden size) goes packed too: the padded path computes every padded
 step, the packed one only real steps but at a higher cost per step;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. All have the same parameter names, so a
 state dict from one loads into the others. Inside ``with backbone.recording() as recorder:`` each
@@ -46,22 +46,32 @@ _REFERENCE = {"rnn": ReferenceRNN, "lstm": ReferenceLSTM, "gru": ReferenceGRU}
 
 FinalState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for the LSTM
 
-#: impl=auto on CPU: the share of padded steps above which a batch runs packed, by cell and hidden
-#: size (between the sizes listed: interpolated in log2 H; outside: the nearest). The padded path
-#: computes every padded step; the packed one only real steps, but at a higher cost per step that
-#: grows with H. Measured by `scripts/benchmark.py` ("impl=auto": forward + backward with the final
-#: state in the loss, B=32, T=64, one layer, both directions; the lower crossover of the two,
-#: rounded down) on a 2-core AMD EPYC with torch 2.13; BENCHMARKS.md shows the current machine's.
-PACKED_ABOVE_PADDING: dict[str, tuple[tuple[int, float], ...]] = {
-    "rnn": ((64, 0.75), (128, 0.65), (256, 0.55), (512, 0.45)),
-    "lstm": ((64, 0.85), (128, 0.8), (256, 0.55), (512, 0.55)),
-    "gru": ((64, 0.6), (128, 0.45), (256, 0.3), (512, 0.3)),
+#: impl=auto on CPU: the share of padded steps above which a batch runs packed, by torch's thread
+#: count (1, or 2 and more), cell and hidden size (between the sizes listed: interpolated in log2 H;
+#: outside: the nearest). The padded path computes every padded step; the packed one only real
+#: steps, but at a higher cost per step that grows with H, and more so on one thread. Measured by
+#: `scripts/benchmark.py` ("impl=auto": forward + backward with the final state in the loss, B=32,
+#: T=64, one layer; the lower crossover of the two directions, rounded down to 0.05; where the two
+#: never cross, the highest padding measured) on a 2-core AMD EPYC with torch 2.13.
+PACKED_ABOVE_PADDING: dict[int, dict[str, tuple[tuple[int, float], ...]]] = {
+    1: {
+        "rnn": ((64, 0.7), (128, 0.65), (256, 0.5), (512, 0.35)),
+        "lstm": ((64, 0.9), (128, 0.45), (256, 0.4), (512, 0.45)),
+        "gru": ((64, 0.5), (128, 0.4), (256, 0.35), (512, 0.35)),
+    },
+    2: {
+        "rnn": ((64, 0.75), (128, 0.65), (256, 0.5), (512, 0.4)),
+        "lstm": ((64, 0.85), (128, 0.8), (256, 0.55), (512, 0.55)),
+        "gru": ((64, 0.6), (128, 0.45), (256, 0.3), (512, 0.3)),
+    },
 }
 
 
-def packed_above(cell: str, hidden_size: int) -> float:
-    """The padding share above which impl=auto runs a CPU batch packed (PACKED_ABOVE_PADDING)."""
-    points = PACKED_ABOVE_PADDING[cell]
+def packed_above(cell: str, hidden_size: int, threads: int | None = None) -> float:
+    """The padding share above which impl=auto runs a CPU batch packed (PACKED_ABOVE_PADDING);
+    ``threads``: torch's intra-op thread count (default: the current one)."""
+    threads = torch.get_num_threads() if threads is None else threads
+    points = PACKED_ABOVE_PADDING[1 if threads <= 1 else 2][cell]
     if hidden_size <= points[0][0]:
         return points[0][1]
     for (low, below), (high, above) in zip(points, points[1:]):
