@@ -353,13 +353,27 @@ def lengths_with_padding(share: float, batch: int, steps: int, rng: random.Rando
     return torch.tensor(lengths)
 
 
+def auto_pick(backbone: RecurrentBackbone, x: torch.Tensor, lengths: torch.Tensor) -> str:
+    """Which path ``backbone``'s impl=auto dispatch (``_run_fused``) takes for this batch: "padded" or "packed"."""
+    taken = []
+    paths = {"padded": backbone._run_per_direction, "packed": backbone._run_packed}
+    try:
+        for name, path in paths.items():
+            setattr(backbone, path.__name__, lambda *args, _name=name, _path=path: taken.append(_name) or _path(*args))
+        with torch.no_grad():
+            backbone._run_fused(x, lengths, None)
+    finally:
+        for path in paths.values():
+            delattr(backbone, path.__name__)
+    return taken[0]
+
+
 def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, Any] | None:
     """For each cell, hidden size and direction count, one layer's forward + backward (the final
-    state in the loss) on batches of rising padding: rnnlab's padded path (impl=fused on CPU) and
-    impl=auto's own pick, each over torch's packed path (what nn.* needs to be exact); the padding
-    share where padded and packed cross, and the threshold impl=auto uses
-    (rnnlab.backbones.recurrent.packed_above). None on a GPU, where both are cuDNN on packed
-    sequences."""
+    state in the loss) on batches of rising padding: rnnlab's padded path (impl=fused on CPU) over
+    torch's packed path (what nn.* needs to be exact), the padding share where they cross, the path
+    impl=auto's own dispatch takes (threshold: rnnlab.backbones.recurrent.packed_above) and so its
+    time over the packed one's. None on a GPU, where both are cuDNN on packed sequences."""
     if device.type != "cpu":
         return None
     rows = []
@@ -379,10 +393,10 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
                             (outputs.sum() + sum(part.sum() for part in (final if isinstance(final, tuple) else (final,)))).backward()
                         return step
 
-                    cases = {"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed), "auto": run(backbone._run_fused)}
-                    seconds = interleaved(cases, repeats, device)
-                    points.append({"padding": 1 - float(lengths.sum()) / (batch * steps),
-                                   "padded_over_packed": seconds["padded"] / seconds["packed"], "auto_over_packed": seconds["auto"] / seconds["packed"]})
+                    seconds = interleaved({"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed)}, repeats, device)
+                    pick = auto_pick(backbone, x, lengths)
+                    points.append({"padding": 1 - float(lengths.sum()) / (batch * steps), "padded_over_packed": seconds["padded"] / seconds["packed"],
+                                   "auto": pick, "auto_over_packed": seconds[pick] / seconds["packed"]})
                 ratios = [(point["padding"], point["padded_over_packed"]) for point in points]
                 if ratios[0][1] > 1:
                     crossover = f"< {ratios[0][0]:.2f}"
@@ -595,8 +609,8 @@ def report(results: dict[str, Any], plot: str | None) -> str:
         lines += ["## impl=auto: padded or packed", "",
                   f"One layer, B = {a['batch']}, T = {a['steps']}, {a['threads']} threads, forward + backward with the final state in the loss. "
                   "Each cell: rnnlab's padded path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they "
-                  "cross (— if they do not), the threshold above which impl=auto runs packed, and impl=auto's time / the packed path's, "
-                  "worst point (<= 1: never slower than nn.* on packed sequences):", "",
+                  "cross (— if they do not), the threshold above which impl=auto runs packed, and the time of the path impl=auto's "
+                  "dispatch takes / the packed path's, worst point (<= 1: never slower than nn.* on packed sequences):", "",
                   markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above", "auto / packed, worst"),
                                  [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1", *(fmt(pt["padded_over_packed"], 2) for pt in r["points"]),
                                    r["crossover"] or "—", f"{r['auto_threshold']:.2f}", fmt(r["auto_over_packed_max"], 3))
