@@ -5,7 +5,7 @@
     python scripts/benchmark.py --out DIR    # where BENCHMARKS.md, benchmarks.json and the plot go (default: .)
 
 Every comparison is a ratio of two measurements taken in this one process, A/B interleaved (the
-cases alternate, in a rotating order, within every repeat) and summarised by the median over the
+cases alternate, in a random order, within every repeat) and summarised by the median over the
 repeats, so that a machine that speeds up or slows down during the run moves both sides alike.
 Absolute numbers are printed for context only: compare them across runs only on the same machine.
 
@@ -81,13 +81,15 @@ def timed(function: Callable[[], Any], device: torch.device) -> float:
 
 
 def interleaved(cases: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per case over ``repeats`` rounds; in each round every case runs once, the
-    order rotating from round to round, after ``warmup`` unmeasured rounds."""
+    """Median seconds per case over ``repeats`` rounds; in each round every case runs once, in a
+    fresh (seeded) random order, after ``warmup`` unmeasured rounds. Random, not rotated: rotating
+    three cases keeps each one's predecessor fixed, so whatever one case leaves behind (garbage,
+    cold caches) always lands on the same other case."""
     names = list(cases)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(0)
     for round_ in range(warmup + repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in order.sample(names, len(names)):
             seconds = timed(cases[name], device)
             if round_ >= warmup:
                 samples[name].append(seconds)
