@@ -13,8 +13,9 @@ Sections (each a function below): the machine and its measured matmul rate; fram
 (rnnlab-train's loop vs a plain loop, and the cost of the default callbacks); batching on real
 length distributions (bucketed vs shuffled batches); recurrent kernels (fused vs reference, and
 bidirectional packed vs padded vs bucketed); where impl=auto switches from the padded path to the
-packed one, and whether its choice is ever slower than torch's packed path; decoding; the data path's share of a step; start-up
-time; scaling of time and activation memory with sequence length, hidden size and batch size.
+packed one, and whether its choice is ever slower than torch's packed path; decoding; the data
+path's share of a step; start-up time; scaling of time and activation memory with sequence
+length, hidden size and batch size.
 """
 
 from __future__ import annotations
