@@ -14,8 +14,8 @@
 ``impl="fused"`` runs torch.nn's kernels: on GPU the whole stack on a packed sequence (cuDNN), on CPU
 each layer and direction on the padded batch (oneDNN), both exact for every length. ``impl="auto"``
 (the default) is ``fused`` except that on CPU a batch with more padding than :func:`packed_above`
-(a measured share per thread count, cell and hidden size) goes packed too: the padded path computes every padded
-step, the packed one only real steps but at a higher cost per step;
+(a measured share per thread count, cell and hidden size) goes packed too: the padded path
+computes every padded step, the packed one only real steps but at a higher cost per step;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. All have the same parameter names, so a
 state dict from one loads into the others. Inside ``with backbone.recording() as recorder:`` each
 runs step by step and reports every step's states and gates (:mod:`rnnlab.backbones.recording`).
@@ -309,9 +309,9 @@ def with_cell_state_kept_at_padding(
 
     x (B, T, F), w_ih (4H, F) in gate order i, f, g, o, valid (B, T, 1) -> x (B, T, F + 1), zero at
     padded steps but for a new column that is 1 there, w_ih (4H, F + 1) whose new column is
-    -SATURATING for i, +SATURATING for f and 0 for g, o. At a padded step then i = 0 and f = 1 exactly, so
-    c_t = f c_{t-1} + i g = c_{t-1}: the kernel's final c is each sequence's c at its last valid
-    step. Nothing leaks into the real steps: the saturated gates' derivatives are exactly 0, and
+    -SATURATING for i, +SATURATING for f and 0 for g, o. At a padded step then i = 0 and f = 1
+    exactly, so c_t = f c_{t-1} + i g = c_{t-1}: the kernel's final c is each sequence's c at its
+    last valid step. Nothing leaks into the real steps: the saturated gates' derivatives are exactly 0, and
     the hidden states at padded steps reach the loss only through those gates and the masked
     outputs, so gradients are those of the sequences alone.
     """
