@@ -12,7 +12,7 @@ from torch import nn
 
 from rnnlab.backbones import RecurrentBackbone, ReferenceGRU, ReferenceLSTM, ReferenceRNN, reference
 from rnnlab.backbones.recording import DirectionRecord
-from rnnlab.backbones.recurrent import PACKED_ABOVE_PADDING, packed_above
+from rnnlab.backbones.recurrent import PACKED_ABOVE_PADDING, PACKED_HALF_STEPS, PACKED_TABLE_STEPS, packed_above
 from rnnlab.errors import UserError
 
 FEATURES, HIDDEN, STEPS, VOCAB = 5, 6, 7, 11
@@ -240,6 +240,37 @@ def test_packed_above_interpolates_the_measured_table_in_log_hidden_size(threads
         assert packed_above(cell, 1, threads) == points[0][1] and packed_above(cell, 10_000, threads) == points[-1][1]
         assert all(0 < share < 1 for _, share in points)
     assert packed_above("gru", 128) == packed_above("gru", 128, torch.get_num_threads())
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_packed_above_asks_longer_batches_for_more_padding(cell: str) -> None:
+    """torch's packed CPU backward is quadratic in T: beyond the table's T, the real share a batch
+    may keep and still go packed shrinks as h / (h + T - 64)."""
+    at_table = packed_above(cell, 128, 2)
+    assert packed_above(cell, 128, 2, steps=1) == packed_above(cell, 128, 2, steps=PACKED_TABLE_STEPS) == at_table
+    longer = PACKED_TABLE_STEPS + PACKED_HALF_STEPS
+    assert 1 - packed_above(cell, 128, 2, steps=longer) == pytest.approx((1 - at_table) / 2)
+    shares = [packed_above(cell, 128, 2, steps=steps) for steps in (64, 128, 256, 512, 1024, 4096)]
+    assert shares == sorted(shares) and shares[-1] > 0.98
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_auto_runs_a_long_mostly_padded_batch_per_direction(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The padding share that sends a 40-step batch packed keeps a 1024-step batch on the padded
+    path, whose cost is linear in T; the result is the packed path's."""
+    torch.manual_seed(4)
+    auto = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=True, impl="auto", input_size=FEATURES).eval()
+    lengths = torch.tensor([1024] + [1, 60] * 8)[:16]
+    assert 1 - lengths.sum() / (16 * 1024) > packed_above(cell, HIDDEN)
+    calls: list[str] = []
+    for name in ("_run_packed", "_run_per_direction"):
+        original = getattr(auto, name)
+        monkeypatch.setattr(auto, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
+    x = torch.randn(16, 1024, FEATURES)
+    with torch.no_grad():
+        outputs, final = auto(x, lengths)
+        assert calls == ["_run_per_direction"]
+        assert_same((outputs, final), auto._run_packed(x, lengths, None))
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -14,8 +14,9 @@
 ``impl="fused"`` runs torch.nn's kernels: on GPU the whole stack on a packed sequence (cuDNN), on CPU
 each layer and direction on the padded batch (oneDNN), both exact for every length. ``impl="auto"``
 (the default) is ``fused`` except that on CPU a batch with more padding than :func:`packed_above`
-(a measured share per thread count, cell and hidden size) goes packed too: the padded path
-computes every padded step, the packed one only real steps but at a higher cost per step;
+(a measured share per thread count, cell, hidden size and sequence length) goes packed too: the
+padded path computes every padded step, the packed one only real steps but at a higher cost per
+step, which grows with the length;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. All have the same parameter names, so a
 state dict from one loads into the others. Inside ``with backbone.recording() as recorder:`` each
 runs step by step and reports every step's states and gates (:mod:`rnnlab.backbones.recording`).
@@ -50,9 +51,10 @@ FinalState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c
 #: count (1, or 2 and more), cell and hidden size (between the sizes listed: interpolated in log2 H;
 #: outside: the nearest). The padded path computes every padded step; the packed one only real
 #: steps, but at a higher cost per step that grows with H, and more so on one thread. Measured by
-#: `scripts/benchmark.py` ("impl=auto": forward + backward with the final state in the loss, B=32,
-#: T=64, one layer; the lower crossover of the two directions, rounded down to 0.05; where the two
-#: never cross, the highest padding measured) on a 2-core AMD EPYC with torch 2.13.
+#: `scripts/benchmark.py` (its "impl=auto" sections, run on 1 thread and on torch's default: forward
+#: + backward with the final state in the loss, B=32, T=64, one layer; the lower crossover of the
+#: two directions, rounded down to 0.05; where the two never cross, the highest padding measured)
+#: on a 2-core AMD EPYC with torch 2.13.
 PACKED_ABOVE_PADDING: dict[int, dict[str, tuple[tuple[int, float], ...]]] = {
     1: {
         "rnn": ((64, 0.7), (128, 0.65), (256, 0.5), (512, 0.35)),
@@ -67,18 +69,39 @@ PACKED_ABOVE_PADDING: dict[int, dict[str, tuple[tuple[int, float], ...]]] = {
 }
 
 
-def packed_above(cell: str, hidden_size: int, threads: int | None = None) -> float:
-    """The padding share above which impl=auto runs a CPU batch packed (PACKED_ABOVE_PADDING);
-    ``threads``: torch's intra-op thread count (default: the current one)."""
+#: The sequence length the table was measured at, and the step count over which the real share a
+#: packed batch may keep halves beyond it. torch's packed CPU kernels are quadratic in T in the
+#: backward pass: each step's slice of the packed input gets its own zero-filled gradient of the
+#: whole packed input, so a packed step costs more the more steps and real tokens the batch has.
+#: Measured (B=32, H=128, bidirectional, 2 threads): at T = 1000 and 85 % padding, where the T = 64
+#: table packs, the packed path took 1.2-2.9 x the padded one's time; going from T = 1000 to 2000
+#: multiplied the packed backward's time by 3.5-6, while the padded path's is linear in T.
+PACKED_TABLE_STEPS = 64
+PACKED_HALF_STEPS = 128
+
+
+def packed_above(cell: str, hidden_size: int, threads: int | None = None, steps: int = PACKED_TABLE_STEPS) -> float:
+    """The padding share above which impl=auto runs a CPU batch of ``steps`` time steps packed;
+    ``threads``: torch's intra-op thread count (default: the current one).
+
+    At the table's T = 64 it is PACKED_ABOVE_PADDING's share p. Longer batches pack only when the
+    real share 1 - p' is below (1 - p) * h / (h + T - 64), h = PACKED_HALF_STEPS: the packed path's
+    cost per real token grows linearly with T (above), so its advantage shrinks in proportion.
+    """
     threads = torch.get_num_threads() if threads is None else threads
     points = PACKED_ABOVE_PADDING[1 if threads <= 1 else 2][cell]
+    share = points[-1][1]
     if hidden_size <= points[0][0]:
-        return points[0][1]
-    for (low, below), (high, above) in zip(points, points[1:]):
-        if hidden_size <= high:
-            share = (math.log2(hidden_size) - math.log2(low)) / (math.log2(high) - math.log2(low))
-            return below + share * (above - below)
-    return points[-1][1]
+        share = points[0][1]
+    else:
+        for (low, below), (high, above) in zip(points, points[1:]):
+            if hidden_size <= high:
+                position = (math.log2(hidden_size) - math.log2(low)) / (math.log2(high) - math.log2(low))
+                share = below + position * (above - below)
+                break
+    if steps <= PACKED_TABLE_STEPS:
+        return share
+    return 1.0 - (1.0 - share) * PACKED_HALF_STEPS / (PACKED_HALF_STEPS + steps - PACKED_TABLE_STEPS)
 
 
 def _key(name: str) -> str:
@@ -242,7 +265,7 @@ class RecurrentBackbone(nn.Module):
         if bool((lengths == steps).all()):
             return self.rnn(x, initial)
         padding = 1.0 - float(lengths.sum()) / (lengths.numel() * steps)
-        if x.is_cuda or (self.impl == "auto" and padding > packed_above(self.cell, self.hidden_size)):
+        if x.is_cuda or (self.impl == "auto" and padding > packed_above(self.cell, self.hidden_size, steps=steps)):
             return self._run_packed(x, lengths, initial)
         return self._run_per_direction(x, lengths, initial)
 
