@@ -21,6 +21,8 @@ length, hidden size and batch size.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import math
 import random
@@ -231,7 +233,10 @@ def batching(overrides: list[str], batches: int, repeats: int, device: torch.dev
         "bucketed": ["data.bucketing=true"],
         "token_budget": ["data.bucketing=true", f"data.max_tokens={budget}", f"data.batch_size={8 * size}"],
     }
-    result: dict[str, Any] = {"config": " ".join(overrides), "max_tokens": budget}
+    by_length = sorted(range(len(lengths)), key=lengths.__getitem__)
+    result: dict[str, Any] = {"config": " ".join(overrides), "max_tokens": budget,
+                              # The least any batches of batch_size can pad: the whole split sorted by length.
+                              "fixed_size_floor_padding": padding_ratio([by_length[i : i + size] for i in range(0, len(by_length), size)], lengths)}
     loaders, models = {}, {}
     for name, extra in cases.items():
         cfg = compose_config(*overrides, *extra)
@@ -371,18 +376,39 @@ def auto_pick(backbone: RecurrentBackbone, x: torch.Tensor, lengths: torch.Tenso
     return taken[0]
 
 
-def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, Any] | None:
-    """For each cell, hidden size and direction count, one layer's forward + backward (the final
-    state in the loss) on batches of rising padding: rnnlab's padded path (impl=fused on CPU) over
-    torch's packed path (what nn.* needs to be exact), the padding share where they cross, the path
-    impl=auto's own dispatch takes (threshold: rnnlab.backbones.recurrent.packed_above) and so its
-    time over the packed one's. None on a GPU, where both are cuDNN on packed sequences."""
+def auto_sections(hiddens: list[int], shares: list[float], batch: int, steps: int, long_steps: int, repeats: int, device: torch.device) -> dict[str, Any] | None:
+    """:func:`auto_paths` on one thread and on torch's default thread count (impl=auto's thresholds,
+    rnnlab.backbones.recurrent.PACKED_ABOVE_PADDING, differ between the two), and on the default
+    thread count once more for bidirectional layers of H = 128 over ``long_steps`` steps, the
+    padding shares above 0.5 only (where torch's packed path is quadratic in T). None on a GPU,
+    where both paths are cuDNN on packed sequences."""
     if device.type != "cpu":
         return None
+    default = torch.get_num_threads()
+    sections = []
+    try:
+        for threads in sorted({1, default}):
+            torch.set_num_threads(threads)
+            sections.append(auto_paths(hiddens, shares, batch, steps, repeats, device))
+    finally:
+        torch.set_num_threads(default)
+    long = auto_paths([128], [share for share in shares if share > 0.5], batch, long_steps, repeats, device, directions=(True,))
+    return {"by_threads": sections, "long": long,
+            "auto_over_packed_max": max(section["auto_over_packed_max"] for section in (*sections, long))}
+
+
+def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, repeats: int, device: torch.device,
+               directions: tuple[bool, ...] = (False, True)) -> dict[str, Any]:
+    """For each cell, hidden size and direction count, on torch's current thread count, one layer's
+    forward + backward (the final state in the loss) on batches of rising padding: rnnlab's padded
+    path (impl=fused on CPU) over torch's packed path (what nn.* needs to be exact), the padding
+    share where they cross, the path impl=auto's own dispatch takes (threshold:
+    rnnlab.backbones.recurrent.packed_above) and so its time over the packed one's and over the
+    faster path's. ``directions``: unidirectional (False) and/or bidirectional (True) layers."""
     rows = []
     for cell in GATES:
         for hidden in hiddens:
-            for bidirectional in (False, True):
+            for bidirectional in directions:
                 backbone = RecurrentBackbone(cell=cell, hidden_size=hidden, bidirectional=bidirectional, input_size=hidden, impl="auto")
                 rng = random.Random(0)
                 points = []
@@ -399,14 +425,15 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
                     seconds = interleaved({"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed)}, repeats, device)
                     pick = auto_pick(backbone, x, lengths)
                     points.append({"padding": 1 - float(lengths.sum()) / (batch * steps), "padded_over_packed": seconds["padded"] / seconds["packed"],
-                                   "auto": pick, "auto_over_packed": seconds[pick] / seconds["packed"]})
+                                   "auto": pick, "auto_over_packed": seconds[pick] / seconds["packed"], "auto_over_best": seconds[pick] / min(seconds.values())})
                 ratios = [(point["padding"], point["padded_over_packed"]) for point in points]
                 if ratios[0][1] > 1:
                     crossover = f"< {ratios[0][0]:.2f}"
                 else:
                     crossover = next((f"{a + (1 - r) * (b - a) / (q - r):.2f}" for (a, r), (b, q) in zip(ratios, ratios[1:]) if r <= 1 < q), None)
                 rows.append({"cell": cell, "H": hidden, "bidirectional": bidirectional, "points": points, "crossover": crossover,
-                             "auto_threshold": packed_above(cell, hidden), "auto_over_packed_max": max(p["auto_over_packed"] for p in points)})
+                             "auto_threshold": packed_above(cell, hidden, steps=steps), "auto_over_packed_max": max(p["auto_over_packed"] for p in points),
+                             "auto_over_best_max": max(p["auto_over_best"] for p in points)})
     return {"batch": batch, "steps": steps, "threads": torch.get_num_threads(), "rows": rows, "auto_over_packed_max": max(r["auto_over_packed_max"] for r in rows)}
 
 
@@ -490,23 +517,69 @@ def startup(overrides: list[str], repeats: int, workdir: Path) -> dict[str, Any]
 
 
 def activation_bytes(backbone: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> int:
-    """Bytes of the tensors autograd saves for the backward pass of one forward pass."""
-    total = 0
+    """Bytes of the tensors autograd saves for the backward pass of one forward pass (each storage
+    counted once: several ops may save the same tensor)."""
+    storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         backbone(x, lengths)
-    return total
+    return sum(storages.values())
+
+
+def memory_returned_when_freed() -> bool:
+    """Make glibc's malloc serve every block of 64 KiB or more as its own mapping, given back to the
+    system when freed, so that the growth of the resident set size is the memory a call holds at
+    its peak (by default freed heap memory stays resident and is reused unseen). False where this
+    is not glibc. It changes allocation costs: call it only after every timing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        ok = libc.mallopt(m_mmap_threshold, 64 * 1024) == 1 and libc.mallopt(m_trim_threshold, 128 * 1024) == 1
+        libc.malloc_trim(0)
+        return ok
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def resident_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def peak_memory_bytes(run: Callable[[], Any], device: torch.device) -> int | None:
+    """How far one call of ``run`` raises memory above where it stood before: CUDA's max allocated
+    bytes on a GPU; else the peak resident set size (Linux's VmHWM, reset to the current RSS by
+    writing 5 to /proc/self/clear_refs), meaningful after :func:`memory_returned_when_freed`.
+    None where it cannot be read."""
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = resident_kib("VmHWM")
+        run()
+        return (resident_kib("VmHWM") - before) * 1024
+    except OSError:
+        return None
 
 
 def scaling(axes: dict[str, list[int]], base: dict[str, int], tokens: int, repeats: int, device: torch.device) -> dict[str, Any]:
-    """Time of forward + backward over ``tokens`` tokens (one "epoch") and activation memory of one
-    batch, for each cell, varying one of T, H, B at a time from ``base``."""
-    rows = []
+    """For each cell, varying one of T, H, B at a time from ``base``: the time of forward + backward
+    over ``tokens`` tokens (one "epoch"), the activation memory of one batch and the peak memory
+    one forward + backward adds (:func:`peak_memory_bytes`, measured after all the timings)."""
+    rows, steps = [], []
     for axis, values in axes.items():
         for cell in GATES:
             cases, shapes = {}, {}
@@ -521,7 +594,12 @@ def scaling(axes: dict[str, list[int]], base: dict[str, int], tokens: int, repea
             for value, s in seconds.items():
                 shape, memory = shapes[value]
                 rows.append({"axis": axis, "cell": cell, **shape, "epoch_s": s * tokens / (shape["B"] * shape["T"]), "activation_mib": memory / 2**20})
-    return {"tokens_per_epoch": tokens, "base": base, "rows": rows}
+                steps.append(cases[value])
+    readable = device.type == "cuda" or memory_returned_when_freed()
+    for row, step in zip(rows, steps):
+        peak = peak_memory_bytes(step, device) if readable else None
+        row["peak_mib"] = None if peak is None else peak / 2**20
+    return {"tokens_per_epoch": tokens, "base": base, "peak_memory": "CUDA max allocated" if device.type == "cuda" else "peak RSS", "rows": rows}
 
 
 def scaling_figure(result: dict[str, Any], path: Path) -> None:
@@ -584,7 +662,8 @@ def report(results: dict[str, Any], plot: str | None) -> str:
     for name, section in results.get("batching", {}).items():
         for case in ("bucketed", "token_budget"):
             rows.append((f"{name}: {case} padding ratio", fmt(section[f"{case}_padding"]), "<= 0.03", meets(section[f"{case}_padding"], "<=", 0.03)))
-        rows.append((f"{name}: token-budget / shuffled real tokens per second", fmt(section["throughput_ratio"]), ">= 3", meets(section["throughput_ratio"], ">=", 3.0)))
+        for case, key in (("bucketed", "bucketed_ratio"), ("token-budget", "throughput_ratio")):
+            rows.append((f"{name}: {case} / shuffled real tokens per second", fmt(section[key]), ">= 3", meets(section[key], ">=", 3.0)))
     lines += [markdown_table(("measure", "value", "target", "met"), rows), ""]
 
     o = results["overhead"]
@@ -592,7 +671,8 @@ def report(results: dict[str, Any], plot: str | None) -> str:
               markdown_table(("loop", "seconds", "real tokens/s"), [(k, fmt(v), fmt(o["tokens_per_s"][k])) for k, v in o["seconds"].items()]), ""]
     for name, section in results.get("batching", {}).items():
         lines += [f"## Batching: {name}", "", f"`{section['config']}`: padding ratio over an epoch, real tokens per second of training steps "
-                  f"(token budget: `data.max_tokens={section['max_tokens']}`, a shuffled batch's mean computed tokens; at most 8 × the batch size per batch)", "",
+                  f"(token budget: `data.max_tokens={section['max_tokens']}`, a shuffled batch's mean computed tokens; at most 8 × the batch size per batch). "
+                  f"The least any batches of this fixed size can pad (the whole split sorted by length): {section['fixed_size_floor_padding']:.3g}.", "",
                   markdown_table(("batches", "padding", "real tokens/s"), [(k, fmt(section[f"{k}_padding"]), fmt(section["tokens_per_s"][k])) for k in ("shuffled", "bucketed", "token_budget")]), ""]
     k = results["kernels"]
     kernel_rows = [(r["cell"], f"{r['B']}×{r['T']}×{r['H']}", r["impl"], fmt(r["tokens_per_s"]), f"{r['flops'] / 1e9:.2f}", f"{r['share_of_matmul']:.2f}")
@@ -606,17 +686,21 @@ def report(results: dict[str, Any], plot: str | None) -> str:
               "{bucketed:.1%} bucketed), H = {hidden}, one forward + backward pass over all:".format(
                   sequences=b["sequences"], naive=b["naive_padding"], batch=b["batch"], bucketed=b["bucketed_padding"], hidden=b["hidden"]), "",
               markdown_table(("path", "seconds", "relative to packed"), [(k, fmt(v), fmt(b["relative_to_packed"][k])) for k, v in b["seconds"].items()]), ""]
-    a = results["auto"]
-    if a is not None:
+    auto = results["auto"] or {}
+    for a in [*auto.get("by_threads", []), *([auto["long"]] if "long" in auto else [])]:
         shares = [f"{point['padding']:.0%}" for point in a["rows"][0]["points"]]
-        lines += ["## impl=auto: padded or packed", "",
-                  f"One layer, B = {a['batch']}, T = {a['steps']}, {a['threads']} threads, forward + backward with the final state in the loss. "
+        threads = f"{a['threads']} thread{'s' if a['threads'] > 1 else ''}"
+        title = f"{threads}, long sequences (T = {a['steps']})" if a is auto.get("long") else threads
+        lines += [f"## impl=auto: padded or packed, {title}", "",
+                  f"One layer, B = {a['batch']}, T = {a['steps']}, {threads}, forward + backward with the final state in the loss. "
                   "Each cell: rnnlab's padded path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they "
-                  "cross (— if they do not), the threshold above which impl=auto runs packed, and the time of the path impl=auto's "
-                  "dispatch takes / the packed path's, worst point (<= 1: never slower than nn.* on packed sequences):", "",
-                  markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above", "auto / packed, worst"),
+                  "cross (— if they do not), the threshold above which impl=auto runs packed at this T, and the time of the path "
+                  "impl=auto's dispatch takes / the packed path's (<= 1: never slower than nn.* on packed sequences) and / the faster "
+                  "path's (1: auto picked the faster one), worst point:", "",
+                  markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above",
+                                  "auto / packed, worst", "auto / faster, worst"),
                                  [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1", *(fmt(pt["padded_over_packed"], 2) for pt in r["points"]),
-                                   r["crossover"] or "—", f"{r['auto_threshold']:.2f}", fmt(r["auto_over_packed_max"], 3))
+                                   r["crossover"] or "—", f"{r['auto_threshold']:.2f}", fmt(r["auto_over_packed_max"], 3), fmt(r["auto_over_best_max"], 3))
                                   for r in a["rows"]]), ""]
     d = results["decoding"]
     lines += ["## Decoding", "", f"`{d['config']}`, one validation batch of {d['batch']}, untrained model:", "",
@@ -629,12 +713,14 @@ def report(results: dict[str, Any], plot: str | None) -> str:
     lines += ["## Start-up", "", f"`rnnlab-train {s['config']}`: {s['to_first_step_s']:.1f} s from the command to the end of the first "
               f"training step (the whole one-step command: {s['command_wall_s']:.1f} s).", ""]
     sc = results["scaling"]
-    lines += ["## Scaling", "", f"Seconds per {sc['tokens_per_epoch']:,} tokens (forward + backward, one fused layer) and activation "
-              "memory of one batch (the tensors autograd saves), varying one of T, H, B:", ""]
+    lines += ["## Scaling", "", f"Seconds per {sc['tokens_per_epoch']:,} tokens (forward + backward, one fused layer), activation "
+              "memory of one batch (the tensors autograd saves) and peak memory, varying one of T, H, B:", ""]
     if plot:
         lines += [f"![scaling]({plot})", ""]
-    lines += [markdown_table(("varied", "cell", "B", "T", "H", "s / epoch", "activations MiB"),
-                             [(r["axis"], r["cell"], str(r["B"]), str(r["T"]), str(r["H"]), fmt(r["epoch_s"]), fmt(r["activation_mib"])) for r in sc["rows"]]), ""]
+    lines += [f"Peak MiB: how far one forward + backward raised the {sc['peak_memory']} above where it stood before.", "",
+              markdown_table(("varied", "cell", "B", "T", "H", "s / epoch", "activations MiB", "peak MiB"),
+                             [(r["axis"], r["cell"], str(r["B"]), str(r["T"]), str(r["H"]), fmt(r["epoch_s"]), fmt(r["activation_mib"]),
+                               "—" if r["peak_mib"] is None else fmt(r["peak_mib"])) for r in sc["rows"]]), ""]
     return "\n".join(lines)
 
 
@@ -665,19 +751,23 @@ def main() -> None:
         results["overhead"] = overhead(classifier, 8 if quick else 30, 1 if quick else 9, device, work)
         done("overhead")
         results["batching"] = {}
-        real = {"bbc_news": ["data=bbc_news", "data.batch_size=32"], "brown_pos": ["data=brown_pos", "model=tagger", "data.batch_size=32"]}
+        # BBC News as the recipe cuts it (400 tokens: shuffled batches pad only 15 %) and whole (its real length distribution).
+        real = {"bbc_news": ["data=bbc_news", "data.batch_size=32"],
+                "bbc_news_whole_articles": ["data=bbc_news", "data.batch_size=32", "data.max_length=null"],
+                "brown_pos": ["data=brown_pos", "model=tagger", "data.batch_size=32"]}
         for name, overrides in ({"keywords": tiny} if quick else real).items():
             if name == "brown_pos" and not (REPO / "data/brown").exists():
                 continue
-            results["batching"][name] = batching(overrides, 8 if quick else 30, repeats, device)
+            # Whole articles: shuffled batches of up to 32 x 4,976 steps, so fewer of them.
+            results["batching"][name] = batching(overrides, 8 if quick else 16 if name == "bbc_news_whole_articles" else 30, repeats, device)
             done(f"batching {name}")
         sizes = [(8, 16, 32)] if quick else [(32, 64, 128), (64, 64, 256), (32, 128, 512)]
         results["kernels"] = kernels(sizes, repeats, device, results["matmul_flops"])
         done("kernels")
         results["bidirectional"] = bidirectional_paths(32 if quick else 512, 16 if quick else 32, 32 if quick else 128, repeats, device, 60 if quick else 400)
         done("bidirectional")
-        results["auto"] = auto_paths([16] if quick else [64, 128, 256, 512], [0.2, 0.7] if quick else [0.05, 0.25, 0.45, 0.6, 0.75, 0.85, 0.95],
-                                     8 if quick else 32, 16 if quick else 64, repeats, device)
+        results["auto"] = auto_sections([16] if quick else [64, 128, 256, 512], [0.2, 0.7] if quick else [0.05, 0.25, 0.45, 0.6, 0.75, 0.85, 0.95],
+                                        8 if quick else 32, 16 if quick else 64, 96 if quick else 1024, repeats, device)
         done("auto")
         seq2seq = ["data=reverse", "model=seq2seq", "data.num_train=64", "data.num_val=64", "data.num_test=8"]
         results["decoding"] = decoding(seq2seq + (["model.backbone.hidden_size=16", "model.decoder.hidden_size=16"] if quick else ["data.eval_batch_size=64"]), repeats, device)

@@ -26,7 +26,13 @@ def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
     assert results["overhead"]["throughput_ratio"] > 0 and 0 <= results["data_path"]["share_of_step"]
     assert {row["cell"] for row in results["kernels"]["rows"]} == {"rnn", "lstm", "gru"}
     assert all(row["epoch_s"] > 0 and row["activation_mib"] > 0 for row in results["scaling"]["rows"])
+    if sys.platform == "linux":  # peak RSS growth: /proc/self/status and glibc's mallopt
+        assert all(row["peak_mib"] is not None and row["peak_mib"] >= 0 for row in results["scaling"]["rows"])
+        assert max(row["peak_mib"] for row in results["scaling"]["rows"]) > 0
+    # impl=auto on CPU: one section per thread count (1 here), each with every cell.
+    assert [section["threads"] for section in results["auto"]["by_threads"]] == [1]
+    assert {row["cell"] for row in results["auto"]["by_threads"][0]["rows"]} == {"rnn", "lstm", "gru"}
     markdown = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
-    for heading in ("## Targets", "## Framework overhead", "## Recurrent kernels", "## Decoding", "## Data path", "## Start-up", "## Scaling"):
+    for heading in ("## Targets", "## Framework overhead", "## Recurrent kernels", "## Decoding", "## Data path", "## Start-up", "## Scaling", "## impl=auto: padded or packed, 1 thread"):
         assert heading in markdown, heading
     assert (tmp_path / "benchmarks_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
