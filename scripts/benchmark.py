@@ -1,6 +1,6 @@
 """Performance of rnnlab against a hand-written PyTorch loop and against the machine itself.
 
-    python scripts/benchmark.py              # the full run (about 15 minutes on a 2-core CPU)
+    python scripts/benchmark.py              # the full run (about 25 minutes on a 2-core CPU)
     python scripts/benchmark.py --quick      # a smoke run in under a minute: tiny sizes, one repeat
     python scripts/benchmark.py --out DIR    # where BENCHMARKS.md, benchmarks.json and the plot go (default: .)
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import functools
 import json
 import math
 import random
@@ -531,19 +532,27 @@ def activation_bytes(backbone: nn.Module, x: torch.Tensor, lengths: torch.Tensor
     return sum(storages.values())
 
 
-def memory_returned_when_freed() -> bool:
-    """Make glibc's malloc serve every block of 64 KiB or more as its own mapping, given back to the
-    system when freed, so that the growth of the resident set size is the memory a call holds at
-    its peak (by default freed heap memory stays resident and is reused unseen). False where this
-    is not glibc. It changes allocation costs: call it only after every timing."""
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        ok = libc.mallopt(m_mmap_threshold, 64 * 1024) == 1 and libc.mallopt(m_trim_threshold, 128 * 1024) == 1
-        libc.malloc_trim(0)
-        return ok
-    except (OSError, AttributeError, TypeError):
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except (OSError, TypeError):
+        return None
+
+
+def memory_returned_when_freed() -> bool:
+    """Make glibc's malloc serve every new block of 64 KiB or more as its own mapping, given back to
+    the system when freed (:func:`peak_memory_bytes` also trims the free heap before each call), so
+    that the growth of the resident set size is the memory a call holds at its peak: by default
+    freed memory stays resident and is reused unseen. False where this is not glibc. It changes
+    allocation costs: call it only after every timing."""
+    libc = glibc()
+    if libc is None:
         return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return libc.mallopt(m_mmap_threshold, 64 * 1024) == 1 and libc.mallopt(m_trim_threshold, 128 * 1024) == 1
 
 
 def resident_kib(field: str) -> int:
@@ -566,6 +575,9 @@ def peak_memory_bytes(run: Callable[[], Any], device: torch.device) -> int | Non
         run()
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)  # free heap memory stops being resident, so that reusing it counts
     try:
         Path("/proc/self/clear_refs").write_text("5")
         before = resident_kib("VmHWM")
@@ -658,12 +670,12 @@ def report(results: dict[str, Any], plot: str | None) -> str:
     rows = []
     for key, (comparison, threshold, what) in TARGETS.items():
         value = lookup(results, key)
-        rows.append((what, "—" if value is None else fmt(value), f"{comparison} {threshold}", meets(value, comparison, threshold)))
+        rows.append((what, "—" if value is None else fmt(value, 4), f"{comparison} {threshold}", meets(value, comparison, threshold)))
     for name, section in results.get("batching", {}).items():
         for case in ("bucketed", "token_budget"):
-            rows.append((f"{name}: {case} padding ratio", fmt(section[f"{case}_padding"]), "<= 0.03", meets(section[f"{case}_padding"], "<=", 0.03)))
+            rows.append((f"{name}: {case} padding ratio", fmt(section[f"{case}_padding"], 4), "<= 0.03", meets(section[f"{case}_padding"], "<=", 0.03)))
         for case, key in (("bucketed", "bucketed_ratio"), ("token-budget", "throughput_ratio")):
-            rows.append((f"{name}: {case} / shuffled real tokens per second", fmt(section[key]), ">= 3", meets(section[key], ">=", 3.0)))
+            rows.append((f"{name}: {case} / shuffled real tokens per second", fmt(section[key], 4), ">= 3", meets(section[key], ">=", 3.0)))
     lines += [markdown_table(("measure", "value", "target", "met"), rows), ""]
 
     o = results["overhead"]
@@ -748,7 +760,7 @@ def main() -> None:
         done("matmul_flops")
         classifier = tiny if quick else ["data=bbc_news", "model.backbone.hidden_size=128", "model.backbone.embedding_dim=128", "data.batch_size=32"]
         # A difference of a few per cent: more repeats than elsewhere.
-        results["overhead"] = overhead(classifier, 8 if quick else 30, 1 if quick else 9, device, work)
+        results["overhead"] = overhead(classifier, 8 if quick else 30, 1 if quick else 13, device, work)
         done("overhead")
         results["batching"] = {}
         # BBC News as the recipe cuts it (400 tokens: shuffled batches pad only 15 %) and whole (its real length distribution).

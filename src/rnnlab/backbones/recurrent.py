@@ -70,9 +70,10 @@ PACKED_ABOVE_PADDING: dict[int, dict[str, tuple[tuple[int, float], ...]]] = {
 
 
 #: The sequence length the table was measured at, and the step count over which the real share a
-#: packed batch may keep halves beyond it. torch's packed CPU kernels are quadratic in T in the
-#: backward pass: each step's slice of the packed input gets its own zero-filled gradient of the
-#: whole packed input, so a packed step costs more the more steps and real tokens the batch has.
+#: packed batch may keep halves beyond it. The backward pass of torch's packed CPU kernels grows
+#: about quadratically with T, with or without a gradient to the input (measured; likely each step's
+#: slice of a whole-batch tensor gets a zero-filled gradient of the whole tensor), so a packed step
+#: costs more the longer the batch.
 #: Measured (B=32, H=128, bidirectional, 2 threads): at T = 1000 and 85 % padding, where the T = 64
 #: table packs, the packed path took 1.2-2.9 x the padded one's time; going from T = 1000 to 2000
 #: multiplied the packed backward's time by 3.5-6, while the padded path's is linear in T.
