@@ -214,9 +214,9 @@ def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(
     auto = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=bidirectional, impl="auto", input_size=FEATURES).eval()
     fused = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=bidirectional, impl="fused", input_size=FEATURES).eval()
     fused.load_state_dict(auto.state_dict())
-    x = torch.randn(16, 40, FEATURES)
-    mostly_padding, little_padding = torch.tensor([40] + [1] * 15), torch.tensor([40, 38, 39, 40, 37, 40, 36, 40] * 2)
-    assert 1 - mostly_padding.sum() / 640 > packed_above(cell, HIDDEN) > 1 - little_padding.sum() / 640
+    x = torch.randn(32, 64, FEATURES)  # T = 64: the table's own length
+    mostly_padding, little_padding = torch.tensor([64] + [1] * 31), torch.tensor([64, 62, 63, 64, 61, 64, 60, 64] * 4)
+    assert 1 - mostly_padding.sum() / 2048 > packed_above(cell, HIDDEN) > 1 - little_padding.sum() / 2048
     calls: list[str] = []
     for model in (auto, fused):
         for name in ("_run_packed", "_run_per_direction"):
@@ -260,13 +260,16 @@ def test_auto_runs_a_long_mostly_padded_batch_per_direction(cell: str, monkeypat
     path, whose cost is linear in T; the result is the packed path's."""
     torch.manual_seed(4)
     auto = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=True, impl="auto", input_size=FEATURES).eval()
-    lengths = torch.tensor([1024] + [1, 60] * 8)[:16]
-    assert 1 - lengths.sum() / (16 * 1024) > packed_above(cell, HIDDEN)
+    # Padding halfway between the thresholds at T = 64 and at T = 1024: one full sequence, the rest short.
+    padding = (packed_above(cell, HIDDEN) + packed_above(cell, HIDDEN, steps=1024)) / 2
+    short = round(((1 - padding) * 64 * 1024 - 1024) / 63)
+    lengths = torch.tensor([1024] + [short] * 63)
+    assert packed_above(cell, HIDDEN, steps=1024) > 1 - lengths.sum() / (64 * 1024) > packed_above(cell, HIDDEN)
     calls: list[str] = []
     for name in ("_run_packed", "_run_per_direction"):
         original = getattr(auto, name)
         monkeypatch.setattr(auto, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
-    x = torch.randn(16, 1024, FEATURES)
+    x = torch.randn(64, 1024, FEATURES)
     with torch.no_grad():
         outputs, final = auto(x, lengths)
         assert calls == ["_run_per_direction"]
