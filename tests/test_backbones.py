@@ -256,7 +256,7 @@ def test_packed_above_asks_longer_batches_for_more_padding(cell: str) -> None:
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_auto_runs_a_long_mostly_padded_batch_per_direction(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The padding share that sends a 40-step batch packed keeps a 1024-step batch on the padded
+    """A padding share that sends a 64-step batch packed keeps a 1024-step batch on the padded
     path, whose cost is linear in T; the result is the packed path's."""
     torch.manual_seed(4)
     auto = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=True, impl="auto", input_size=FEATURES).eval()

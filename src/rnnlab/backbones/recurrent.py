@@ -90,19 +90,21 @@ def packed_above(cell: str, hidden_size: int, threads: int | None = None, steps:
     cost per real token grows linearly with T (above), so its advantage shrinks in proportion.
     """
     threads = torch.get_num_threads() if threads is None else threads
-    points = PACKED_ABOVE_PADDING[1 if threads <= 1 else 2][cell]
-    share = points[-1][1]
-    if hidden_size <= points[0][0]:
-        share = points[0][1]
-    else:
-        for (low, below), (high, above) in zip(points, points[1:]):
-            if hidden_size <= high:
-                position = (math.log2(hidden_size) - math.log2(low)) / (math.log2(high) - math.log2(low))
-                share = below + position * (above - below)
-                break
+    share = _interpolated(PACKED_ABOVE_PADDING[1 if threads <= 1 else 2][cell], hidden_size)
     if steps <= PACKED_TABLE_STEPS:
         return share
     return 1.0 - (1.0 - share) * PACKED_HALF_STEPS / (PACKED_HALF_STEPS + steps - PACKED_TABLE_STEPS)
+
+
+def _interpolated(points: tuple[tuple[int, float], ...], hidden_size: int) -> float:
+    """The share at ``hidden_size`` from (H, share) points: linear in log2 H between them, else the nearest."""
+    if hidden_size <= points[0][0]:
+        return points[0][1]
+    for (low, below), (high, above) in zip(points, points[1:]):
+        if hidden_size <= high:
+            position = (math.log2(hidden_size) - math.log2(low)) / (math.log2(high) - math.log2(low))
+            return below + position * (above - below)
+    return points[-1][1]
 
 
 def _key(name: str) -> str:
