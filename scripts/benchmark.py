@@ -234,10 +234,10 @@ def batching(overrides: list[str], batches: int, repeats: int, device: torch.dev
         "bucketed": ["data.bucketing=true"],
         "token_budget": ["data.bucketing=true", f"data.max_tokens={budget}", f"data.batch_size={8 * size}"],
     }
-    by_length = sorted(range(len(lengths)), key=lengths.__getitem__)
     result: dict[str, Any] = {"config": " ".join(overrides), "max_tokens": budget,
-                              # The least any batches of batch_size can pad: the whole split sorted by length.
-                              "fixed_size_floor_padding": padding_ratio([by_length[i : i + size] for i in range(0, len(by_length), size)], lengths)}
+                              # The least any batches of batch_size can pad: the whole split sorted by length
+                              # and cut, which is what the sampler does for evaluation.
+                              "fixed_size_floor_padding": padding_ratio(BucketBatchSampler(lengths, size, shuffle=False), lengths)}
     loaders, models = {}, {}
     for name, extra in cases.items():
         cfg = compose_config(*overrides, *extra)
