@@ -8,6 +8,7 @@ tests; error cases, which fail before (or right after) a one-batch training, run
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -421,6 +422,29 @@ def test_train_reads_jsonl_and_tsv_files(tmp_path: Path, fmt: str) -> None:
     assert spec["labels"]["labels"] == (["0", "1"] if fmt == "jsonl" else list(LABELS))
     assert spec["label_counts"] == [60, 60]
     assert "zebra" in spec["input"]["vocab"]["tokens"]
+
+
+@pytest.mark.parametrize("impl", ["auto", "reference"])
+def test_train_in_bf16_mixed_precision_on_the_cpu(tmp_path: Path, sentiment_files: dict[str, Path], impl: str) -> None:
+    """Lightning's bf16 autocast around every step; the GRU, whose reference cell once mixed its
+    bfloat16 gates with a float32 state and failed."""
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "train",
+        *text_csv_args(sentiment_files["train"], sentiment_files["val"], sentiment_files["test"]),
+        *TINY_OVERRIDES,
+        "model.backbone.cell=gru",
+        "model.backbone.bidirectional=true",
+        f"model.backbone.impl={impl}",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, describe(result)
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["status"] == "completed"
+    assert math.isfinite(metrics["test/loss"])
 
 
 RUN_DIR_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_\w+$")

@@ -217,4 +217,6 @@ class ReferenceGRU(ReferenceRecurrent):
         if gate_values is not None:
             gate_values.update(reset=r, update=z)
         n = torch.tanh(torch.addcmul(x_proj[:, 2 * hidden :], r, h_proj[:, 2 * hidden :]))
-        return (torch.lerp(n, h, z),)  # (1 - z) * n + z * h
+        # Under autocast the gates come out in the lower precision while h keeps its own dtype, which
+        # lerp will not mix: the state stays in h's dtype, as the LSTM's cell state does.
+        return (torch.lerp(n.to(h.dtype), h, z.to(h.dtype)),)  # (1 - z) * n + z * h
