@@ -13,7 +13,8 @@ Sections (each a function below): the machine and its measured matmul rate; fram
 (rnnlab-train's loop vs a plain loop, and the cost of the default callbacks); batching on real
 length distributions (bucketed vs shuffled batches); recurrent kernels (fused vs reference, and
 bidirectional packed vs padded vs bucketed); where impl=auto switches from the padded path to the
-packed one, and whether its choice is ever slower than torch's packed path; decoding; the data
+packed one (RNN, GRU), what its length groups gain (LSTM), and whether its choice is ever slower
+than torch's packed path; decoding; the data
 path's share of a step; start-up time; scaling of time and activation memory with sequence
 length, hidden size and batch size.
 """
@@ -349,7 +350,7 @@ def bidirectional_paths(count: int, batch: int, hidden: int, repeats: int, devic
     }
 
 
-# -- impl=auto: padded or packed -----------------------------------------------------------------
+# -- impl=auto: padded, packed or length groups --------------------------------------------------
 
 
 def lengths_with_padding(share: float, batch: int, steps: int, rng: random.Random) -> torch.Tensor:
@@ -363,9 +364,10 @@ def lengths_with_padding(share: float, batch: int, steps: int, rng: random.Rando
 
 
 def auto_pick(backbone: RecurrentBackbone, x: torch.Tensor, lengths: torch.Tensor) -> str:
-    """Which path ``backbone``'s impl=auto dispatch (``_run_fused``) takes for this batch: "padded" or "packed"."""
+    """Which path ``backbone``'s impl=auto dispatch (``_run_fused``) takes for this batch: "padded",
+    "packed" or (the LSTM) "grouped", the padded path per length group."""
     taken = []
-    paths = {"padded": backbone._run_per_direction, "packed": backbone._run_packed}
+    paths = {"padded": backbone._run_per_direction, "packed": backbone._run_packed, "grouped": backbone._run_length_groups}
     try:
         for name, path in paths.items():
             setattr(backbone, path.__name__, lambda *args, _name=name, _path=path: taken.append(_name) or _path(*args))
@@ -403,9 +405,11 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
     """For each cell, hidden size and direction count, on torch's current thread count, one layer's
     forward + backward (the final state in the loss) on batches of rising padding: rnnlab's padded
     path (impl=fused on CPU) over torch's packed path (what nn.* needs to be exact), the padding
-    share where they cross, the path impl=auto's own dispatch takes (threshold:
-    rnnlab.backbones.recurrent.packed_above) and so its time over the packed one's and over the
-    faster path's. ``directions``: unidirectional (False) and/or bidirectional (True) layers."""
+    share where they cross, for the LSTM the padded path per length group over the packed path, the
+    path impl=auto's own dispatch takes (RNN, GRU: the threshold
+    rnnlab.backbones.recurrent.packed_above; LSTM: length groups) and so its time over the packed
+    one's and over the fastest path's. ``directions``: unidirectional (False) and/or bidirectional
+    (True) layers."""
     rows = []
     for cell in GATES:
         for hidden in hiddens:
@@ -423,17 +427,23 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
                             (outputs.sum() + sum(part.sum() for part in (final if isinstance(final, tuple) else (final,)))).backward()
                         return step
 
-                    seconds = interleaved({"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed)}, repeats, device)
+                    paths = {"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed)}
+                    if cell == "lstm":
+                        paths["grouped"] = run(backbone._run_length_groups)
+                    seconds = interleaved(paths, repeats, device)
                     pick = auto_pick(backbone, x, lengths)
-                    points.append({"padding": 1 - float(lengths.sum()) / (batch * steps), "padded_over_packed": seconds["padded"] / seconds["packed"],
-                                   "auto": pick, "auto_over_packed": seconds[pick] / seconds["packed"], "auto_over_best": seconds[pick] / min(seconds.values())})
+                    point = {"padding": 1 - float(lengths.sum()) / (batch * steps), "padded_over_packed": seconds["padded"] / seconds["packed"],
+                             "auto": pick, "auto_over_packed": seconds[pick] / seconds["packed"], "auto_over_best": seconds[pick] / min(seconds.values())}
+                    if "grouped" in seconds:
+                        point["grouped_over_packed"] = seconds["grouped"] / seconds["packed"]
+                    points.append(point)
                 ratios = [(point["padding"], point["padded_over_packed"]) for point in points]
                 if ratios[0][1] > 1:
                     crossover = f"< {ratios[0][0]:.2f}"
                 else:
                     crossover = next((f"{a + (1 - r) * (b - a) / (q - r):.2f}" for (a, r), (b, q) in zip(ratios, ratios[1:]) if r <= 1 < q), None)
                 rows.append({"cell": cell, "H": hidden, "bidirectional": bidirectional, "points": points, "crossover": crossover,
-                             "auto_threshold": packed_above(cell, hidden, steps=steps), "auto_over_packed_max": max(p["auto_over_packed"] for p in points),
+                             "auto_threshold": None if cell == "lstm" else packed_above(cell, hidden, steps=steps), "auto_over_packed_max": max(p["auto_over_packed"] for p in points),
                              "auto_over_best_max": max(p["auto_over_best"] for p in points)})
     return {"batch": batch, "steps": steps, "threads": torch.get_num_threads(), "rows": rows, "auto_over_packed_max": max(r["auto_over_packed_max"] for r in rows)}
 
@@ -703,17 +713,23 @@ def report(results: dict[str, Any], plot: str | None) -> str:
         shares = [f"{point['padding']:.0%}" for point in a["rows"][0]["points"]]
         threads = f"{a['threads']} thread{'s' if a['threads'] > 1 else ''}"
         title = f"{threads}, long sequences (T = {a['steps']})" if a is auto.get("long") else threads
-        lines += [f"## impl=auto: padded or packed, {title}", "",
+        lines += [f"## impl=auto: padded, packed or length groups, {title}", "",
                   f"One layer, B = {a['batch']}, T = {a['steps']}, {threads}, forward + backward with the final state in the loss. "
                   "Each cell: rnnlab's padded path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they "
-                  "cross (— if they do not), the threshold above which impl=auto runs packed at this T, and the time of the path "
-                  "impl=auto's dispatch takes / the packed path's (<= 1: never slower than nn.* on packed sequences) and / the faster "
-                  "path's (1: auto picked the faster one), worst point:", "",
+                  "cross (— if they do not), the threshold above which impl=auto runs packed at this T (the LSTM: never, it runs "
+                  "length groups), and the time of the path impl=auto's dispatch takes / the packed path's (<= 1: never slower than "
+                  "nn.* on packed sequences) and / the fastest path's (1: auto picked the fastest one), worst point:", "",
                   markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above",
-                                  "auto / packed, worst", "auto / faster, worst"),
+                                  "auto / packed, worst", "auto / fastest, worst"),
                                  [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1", *(fmt(pt["padded_over_packed"], 2) for pt in r["points"]),
-                                   r["crossover"] or "—", f"{r['auto_threshold']:.2f}", fmt(r["auto_over_packed_max"], 3), fmt(r["auto_over_best_max"], 3))
-                                  for r in a["rows"]]), ""]
+                                   r["crossover"] or "—", "never" if r["auto_threshold"] is None else f"{r['auto_threshold']:.2f}",
+                                   fmt(r["auto_over_packed_max"], 3), fmt(r["auto_over_best_max"], 3))
+                                  for r in a["rows"]]), "",
+                  "The LSTM's length groups (the padded path on each group of similar lengths, "
+                  "rnnlab.backbones.recurrent.length_groups) / torch's packed path:", "",
+                  markdown_table(("cell", "H", "directions", *(f"groups/packed at {x}" for x in shares)),
+                                 [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1", *(fmt(pt["grouped_over_packed"], 2) for pt in r["points"]))
+                                  for r in a["rows"] if r["cell"] == "lstm"]), ""]
     d = results["decoding"]
     lines += ["## Decoding", "", f"`{d['config']}`, one validation batch of {d['batch']}, untrained model:", "",
               markdown_table(("pass", "tokens/s"), [(k, fmt(v)) for k, v in d["tokens_per_s"].items()]), "",
@@ -778,7 +794,7 @@ def main() -> None:
         done("kernels")
         results["bidirectional"] = bidirectional_paths(32 if quick else 512, 16 if quick else 32, 32 if quick else 128, repeats, device, 60 if quick else 400)
         done("bidirectional")
-        results["auto"] = auto_sections([16] if quick else [64, 128, 256, 512], [0.2, 0.7] if quick else [0.05, 0.25, 0.45, 0.6, 0.75, 0.85, 0.95],
+        results["auto"] = auto_sections([64] if quick else [64, 128, 256, 512], [0.2, 0.7] if quick else [0.05, 0.25, 0.45, 0.6, 0.75, 0.85, 0.95],
                                         8 if quick else 32, 16 if quick else 64, 96 if quick else 1024, repeats, device)
         done("auto")
         seq2seq = ["data=reverse", "model=seq2seq", "data.num_train=64", "data.num_val=64", "data.num_test=8"]

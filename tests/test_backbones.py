@@ -12,7 +12,14 @@ from torch import nn
 
 from rnnlab.backbones import RecurrentBackbone, ReferenceGRU, ReferenceLSTM, ReferenceRNN, reference
 from rnnlab.backbones.recording import DirectionRecord
-from rnnlab.backbones.recurrent import PACKED_ABOVE_PADDING, PACKED_HALF_STEPS, PACKED_TABLE_STEPS, packed_above
+from rnnlab.backbones.recurrent import (
+    LENGTH_GROUPS_FROM_HIDDEN,
+    PACKED_ABOVE_PADDING,
+    PACKED_HALF_STEPS,
+    PACKED_TABLE_STEPS,
+    length_groups,
+    packed_above,
+)
 from rnnlab.errors import UserError
 
 FEATURES, HIDDEN, STEPS, VOCAB = 5, 6, 7, 11
@@ -25,9 +32,9 @@ CONFIG_IDS = [f"{cell}-{'bi' if bi else 'uni'}-{layers}L" for cell, bi, layers i
 
 def build(cell: str, bidirectional: bool, num_layers: int, impl: str, **kwargs: object) -> RecurrentBackbone:
     kwargs.setdefault("input_size", FEATURES)
+    kwargs.setdefault("hidden_size", HIDDEN)
     model = RecurrentBackbone(
         cell=cell,
-        hidden_size=HIDDEN,
         num_layers=num_layers,
         bidirectional=bidirectional,
         dropout=0.3 if num_layers > 1 else 0.0,
@@ -203,13 +210,13 @@ def test_impl_resolution_and_sizes(impl: str, rnn_type: type) -> None:
     assert isinstance(model.embedding, nn.Embedding) and model.embedding.padding_idx == 0
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(
     cell: str, bidirectional: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """impl=auto on CPU: a batch with more padding than packed_above(cell, H) goes packed, others
-    per direction; impl=fused always per direction; every path gives the same result."""
+    """impl=auto on CPU, RNN and GRU: a batch with more padding than packed_above(cell, H) goes
+    packed, others per direction; impl=fused always per direction; every path gives the same result."""
     torch.manual_seed(3)
     auto = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=bidirectional, impl="auto", input_size=FEATURES).eval()
     fused = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=bidirectional, impl="fused", input_size=FEATURES).eval()
@@ -242,7 +249,7 @@ def test_packed_above_interpolates_the_measured_table_in_log_hidden_size(threads
     assert packed_above("gru", 128) == packed_above("gru", 128, torch.get_num_threads())
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
 def test_packed_above_asks_longer_batches_for_more_padding(cell: str) -> None:
     """torch's packed CPU backward is quadratic in T: beyond the table's T, the real share a batch
     may keep and still go packed shrinks as h / (h + T - 64)."""
@@ -254,7 +261,7 @@ def test_packed_above_asks_longer_batches_for_more_padding(cell: str) -> None:
     assert shares == sorted(shares) and shares[-1] > 0.98
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
 def test_auto_runs_a_long_mostly_padded_batch_per_direction(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A padding share that sends a 64-step batch packed keeps a 1024-step batch on the padded
     path, whose cost is linear in T; the result is the packed path's."""
@@ -274,6 +281,96 @@ def test_auto_runs_a_long_mostly_padded_batch_per_direction(cell: str, monkeypat
         outputs, final = auto(x, lengths)
         assert calls == ["_run_per_direction"]
         assert_same((outputs, final), auto._run_packed(x, lengths, None))
+
+
+def cheapest_split_cost(lengths: list[int], step_cost: float) -> float:
+    """By brute force: the least sum of T_g * (step_cost + B_g) over every split of the longest-first
+    order into runs."""
+    ordered = sorted(lengths, reverse=True)
+    best = math.inf
+    for cuts in itertools.product((False, True), repeat=len(ordered) - 1):
+        starts = [0] + [i + 1 for i, cut in enumerate(cuts) if cut]
+        ends = [*starts[1:], len(ordered)]
+        best = min(best, sum(ordered[a] * (step_cost + b - a) for a, b in zip(starts, ends)))
+    return best
+
+
+@pytest.mark.parametrize("step_cost", [0.0, 2.0, 16.0])
+def test_length_groups_is_the_cheapest_split_into_runs_of_similar_lengths(step_cost: float) -> None:
+    rng = torch.Generator().manual_seed(5)
+    for size in (1, 2, 5, 9, 12):
+        for _ in range(5):
+            lengths = torch.randint(1, 40, (size,), generator=rng).tolist()
+            groups = length_groups(lengths, step_cost)
+            assert sorted(i for group in groups for i in group) == list(range(size))  # each index once
+            in_order = [lengths[i] for group in groups for i in group]
+            assert in_order == sorted(lengths, reverse=True)  # runs of the longest-first order
+            for earlier, later in zip(groups, groups[1:]):  # equal lengths are never split
+                assert lengths[earlier[-1]] > lengths[later[0]]
+            cost = sum(max(lengths[i] for i in group) * (step_cost + len(group)) for group in groups)
+            assert cost == pytest.approx(cheapest_split_cost(lengths, step_cost))
+
+
+def test_length_groups_keeps_a_tight_batch_whole_and_splits_off_the_long_tail() -> None:
+    assert length_groups([5, 5, 5]) == [[0, 1, 2]]
+    (tight,) = length_groups([30, 29, 31, 30] * 8)  # 3 % padding: no split pays
+    assert sorted(tight) == list(range(32))
+    lengths = [3, 200, 7, 7, 150, 2, 1, 200, 9, 30]
+    assert length_groups(lengths) == [[1, 7, 4, 9], [8, 2, 3, 0, 5, 6]]
+
+
+@pytest.mark.parametrize(("bidirectional", "num_layers"), [(False, 1), (True, 2)])
+def test_auto_runs_a_cpu_lstm_batch_in_length_groups_with_the_packed_result(
+    bidirectional: bool, num_layers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """impl=auto never packs an LSTM batch on CPU: from H = 64 it runs each of length_groups padded,
+    cut to its own longest length. Outputs, final states and the gradients of the inputs, the initial
+    state and the weights are those of torch's packed path and of each sequence alone."""
+    torch.manual_seed(6)
+    hidden = LENGTH_GROUPS_FROM_HIDDEN
+    model = build("lstm", bidirectional, num_layers, "auto", hidden_size=hidden)
+    lengths = torch.tensor([3, 200, 7, 7, 150, 2, 1, 200, 9, 30])
+    directions = num_layers * model.num_directions
+    x = torch.randn(len(lengths), 200, FEATURES, requires_grad=True)
+    h0 = torch.randn(directions, len(lengths), hidden, requires_grad=True)
+    c0 = torch.randn(directions, len(lengths), hidden, requires_grad=True)
+    runs: list[tuple[int, int]] = []
+    original = model._run_per_direction
+    monkeypatch.setattr(model, "_run_packed", lambda *args: pytest.fail("impl=auto packed an LSTM batch on CPU"))
+    monkeypatch.setattr(model, "_run_per_direction", lambda x, n, s: runs.append(tuple(x.shape[:2])) or original(x, n, s))
+
+    def run(path: object) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
+        outputs, (h, c) = path(x, lengths, (h0, c0))  # type: ignore[operator]
+        inputs = [x, h0, c0, *model.parameters()]
+        grads = torch.autograd.grad(outputs.pow(2).sum() + h.pow(2).sum() + c.pow(2).sum(), inputs)
+        return (outputs, h, c), list(grads)
+
+    got, got_grads = run(lambda *args: model(args[0], args[1], initial=args[2]))
+    assert runs == [(4, 200), (6, 9)]
+    expected, expected_grads = run(RecurrentBackbone._run_packed.__get__(model))
+    for a, b in zip((*got, *got_grads), (*expected, *expected_grads), strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=1e-5)  # weight gradients sum to about 20
+    with torch.no_grad():
+        for b, length in enumerate(lengths.tolist()):
+            start = (h0[:, b : b + 1], c0[:, b : b + 1])
+            alone, (h, c) = model(x[b : b + 1, :length], lengths[b : b + 1], initial=start)
+            torch.testing.assert_close(got[0][b, :length], alone[0], atol=ATOL, rtol=0)
+            assert torch.equal(got[0][b, length:], torch.zeros_like(got[0][b, length:]))
+            torch.testing.assert_close(got[1][:, b], h[:, 0], atol=ATOL, rtol=0)
+            torch.testing.assert_close(got[2][:, b], c[:, 0], atol=ATOL, rtol=0)
+
+
+def test_auto_runs_a_small_cpu_lstm_as_one_padded_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below H = 64 a step costs little beside the kernel call: no length groups, and never packed."""
+    model = build("lstm", True, 1, "auto", hidden_size=LENGTH_GROUPS_FROM_HIDDEN - 1)
+    lengths = torch.tensor([200] + [1] * 31)  # 97 % padding
+    calls: list[str] = []
+    for name in ("_run_packed", "_run_per_direction", "_run_length_groups"):
+        original = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
+    with torch.no_grad():
+        model(torch.randn(32, 200, FEATURES), lengths)
+    assert calls == ["_run_per_direction"]
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

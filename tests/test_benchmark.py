@@ -32,7 +32,9 @@ def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
     # impl=auto on CPU: one section per thread count (1 here), each with every cell.
     assert [section["threads"] for section in results["auto"]["by_threads"]] == [1]
     assert {row["cell"] for row in results["auto"]["by_threads"][0]["rows"]} == {"rnn", "lstm", "gru"}
+    lstm_points = [point for row in results["auto"]["by_threads"][0]["rows"] if row["cell"] == "lstm" for point in row["points"]]
+    assert {point["auto"] for point in lstm_points} == {"grouped"} and all(point["grouped_over_packed"] > 0 for point in lstm_points)
     markdown = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
-    for heading in ("## Targets", "## Framework overhead", "## Recurrent kernels", "## Decoding", "## Data path", "## Start-up", "## Scaling", "## impl=auto: padded or packed, 1 thread"):
+    for heading in ("## Targets", "## Framework overhead", "## Recurrent kernels", "## Decoding", "## Data path", "## Start-up", "## Scaling", "## impl=auto: padded, packed or length groups, 1 thread"):
         assert heading in markdown, heading
     assert (tmp_path / "benchmarks_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,10 +13,12 @@
 
 ``impl="fused"`` runs torch.nn's kernels: on GPU the whole stack on a packed sequence (cuDNN), on CPU
 each layer and direction on the padded batch (oneDNN), both exact for every length. ``impl="auto"``
-(the default) is ``fused`` except that on CPU a batch with more padding than :func:`packed_above`
-(a measured share per thread count, cell, hidden size and sequence length) goes packed too: the
-padded path computes every padded step, the packed one only real steps but at a higher cost per
-step, which grows with the length;
+(the default) is ``fused`` except on CPU, where it picks the faster exact path per batch: the padded
+path computes every padded step, the packed one only real steps but at a higher cost per step, which
+grows with the length. An RNN or GRU batch with more padding than :func:`packed_above` (a measured
+share per thread count, cell, hidden size and sequence length) goes packed. An LSTM batch never does,
+since oneDNN's padded LSTM is that much faster: from H = 64 it is split into groups of similar
+lengths (:func:`length_groups`), each run padded;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. All have the same parameter names, so a
 state dict from one loads into the others. Inside ``with backbone.recording() as recorder:`` each
 runs step by step and reports every step's states and gates (:mod:`rnnlab.backbones.recording`).
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -47,8 +50,8 @@ _REFERENCE = {"rnn": ReferenceRNN, "lstm": ReferenceLSTM, "gru": ReferenceGRU}
 
 FinalState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for the LSTM
 
-#: impl=auto on CPU: the share of padded steps above which a batch of T = 64 runs packed, by torch's
-#: thread count (1, or 2 and more), cell and hidden size (between the sizes listed: interpolated in
+#: impl=auto on CPU: the share of padded steps above which an RNN or GRU batch of T = 64 runs packed,
+#: by torch's thread count (1, or 2 and more), cell and hidden size (between the sizes listed: interpolated in
 #: log2 H; outside: the nearest). The padded path computes every padded step; the packed one only
 #: real steps, but at a higher cost per step that grows with H, and more so on one thread. Measured
 #: by `scripts/benchmark.py` (its "impl=auto" sections, on 1 thread and on torch's default: forward +
@@ -58,12 +61,10 @@ FinalState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c
 PACKED_ABOVE_PADDING: dict[int, dict[str, tuple[tuple[int, float], ...]]] = {
     1: {
         "rnn": ((64, 0.85), (128, 0.6), (256, 0.45), (512, 0.3)),
-        "lstm": ((64, 0.95), (128, 0.75), (256, 0.4), (512, 0.45)),
         "gru": ((64, 0.7), (128, 0.5), (256, 0.4), (512, 0.4)),
     },
     2: {
         "rnn": ((64, 0.75), (128, 0.75), (256, 0.5), (512, 0.3)),
-        "lstm": ((64, 0.95), (128, 0.95), (256, 0.55), (512, 0.55)),
         "gru": ((64, 0.6), (128, 0.45), (256, 0.35), (512, 0.25)),
     },
 }
@@ -82,8 +83,8 @@ PACKED_HALF_STEPS = 128
 
 
 def packed_above(cell: str, hidden_size: int, threads: int | None = None, steps: int = PACKED_TABLE_STEPS) -> float:
-    """The padding share above which impl=auto runs a CPU batch of ``steps`` time steps packed;
-    ``threads``: torch's intra-op thread count (default: the current one).
+    """The padding share above which impl=auto runs a CPU batch of ``steps`` time steps of the RNN or
+    GRU packed; ``threads``: torch's intra-op thread count (default: the current one).
 
     At the table's T = 64 it is PACKED_ABOVE_PADDING's share p. Longer batches pack only when the
     real share 1 - p' is below (1 - p) * h / (h + T - 64), h = PACKED_HALF_STEPS: the packed path's
@@ -94,6 +95,51 @@ def packed_above(cell: str, hidden_size: int, threads: int | None = None, steps:
     if steps <= PACKED_TABLE_STEPS:
         return share
     return 1.0 - (1.0 - share) * PACKED_HALF_STEPS / (PACKED_HALF_STEPS + steps - PACKED_TABLE_STEPS)
+
+
+#: impl=auto on CPU, the LSTM: the cost of each step of each padded kernel call beyond its sequences'
+#: own, in units of one sequence's step (:func:`length_groups`). Measured (B = 32, one layer,
+#: bidirectional, 1 and 2 threads, forward + backward): with 16, the groups took 0.35-0.8 x the time
+#: of torch's packed path at 60-95 % padding for H = 64-512 and T = 64, 0.25-0.35 x at T = 256,
+#: 0.1-0.15 x at T = 1024, and 0.45-0.5 x on shuffled batches of log-normal lengths (72 % padding),
+#: where one padded batch takes 0.63-0.91 x. 4 and 64 were each slower than 16 somewhere.
+#: Splitting does not pay for the GRU and RNN: their padded kernels cost about as much per step as
+#: the packed ones, and the groups took 1.05-1.3 x the packed time on those log-normal batches. Nor
+#: below H = 64 (LENGTH_GROUPS_FROM_HIDDEN), where a step costs little beside the call: at H = 16
+#: and 32 the groups took 1.0-1.5 x the time of one padded batch, itself 0.2-0.4 x the packed time.
+LENGTH_GROUP_STEP_COST = 16
+LENGTH_GROUPS_FROM_HIDDEN = 64
+
+
+def length_groups(lengths: list[int], step_cost: float = LENGTH_GROUP_STEP_COST) -> list[list[int]]:
+    """Indices into ``lengths`` split into groups, each to run as its own padded batch: runs of the
+    longest-first order (equal lengths together, stable), the split that minimises the sum over
+    groups of T_g * (step_cost + B_g), T_g the group's longest length and B_g its size: each padded
+    step a group computes costs 1 per sequence, plus ``step_cost`` per step for the kernel call.
+    One group when splitting does not pay (e.g. a tightly bucketed batch). Exact dynamic programme
+    over the distinct lengths: O(D^2) for D distinct lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    distinct: list[int] = []  # the distinct lengths, longest first
+    ends: list[int] = []  # ends[k]: how many of ``order`` are at least distinct[k] long
+    for position, index in enumerate(order):
+        if distinct and distinct[-1] == lengths[index]:
+            ends[-1] = position + 1
+        else:
+            distinct.append(lengths[index])
+            ends.append(position + 1)
+    starts = [0, *ends]
+    # best[j]: least cost of the first j distinct lengths in groups; first[j]: where its last group starts.
+    best, first = [0.0] + [math.inf] * len(distinct), [0] * (len(distinct) + 1)
+    for j in range(1, len(distinct) + 1):
+        for i in range(j):
+            cost = best[i] + distinct[i] * (step_cost + starts[j] - starts[i])
+            if cost < best[j]:
+                best[j], first[j] = cost, i
+    groups, j = [], len(distinct)
+    while j > 0:
+        groups.append(order[starts[first[j]] : starts[j]])
+        j = first[j]
+    return groups[::-1]
 
 
 def _interpolated(points: tuple[tuple[int, float], ...], hidden_size: int) -> float:
@@ -267,10 +313,39 @@ class RecurrentBackbone(nn.Module):
         lengths = lengths.to("cpu", torch.int64)
         if bool((lengths == steps).all()):
             return self.rnn(x, initial)
-        padding = 1.0 - float(lengths.sum()) / (lengths.numel() * steps)
-        if x.is_cuda or (self.impl == "auto" and padding > packed_above(self.cell, self.hidden_size, steps=steps)):
+        if x.is_cuda:
             return self._run_packed(x, lengths, initial)
+        if self.impl == "auto":
+            if self.cell == "lstm":
+                if self.hidden_size >= LENGTH_GROUPS_FROM_HIDDEN:
+                    return self._run_length_groups(x, lengths, initial)
+            elif 1.0 - float(lengths.sum()) / (lengths.numel() * steps) > packed_above(self.cell, self.hidden_size, steps=steps):
+                return self._run_packed(x, lengths, initial)
         return self._run_per_direction(x, lengths, initial)
+
+    def _run_length_groups(
+        self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None
+    ) -> tuple[torch.Tensor, FinalState]:
+        """x (B, T, F), lengths (B,) on the CPU -> the padded path on each of :func:`length_groups`,
+        each group cut to its own longest length; outputs (B, T, D) and final states put back in the
+        batch's order. Sequences do not interact, so this is exact as the padded path is."""
+        groups = length_groups(lengths.tolist())
+        if len(groups) == 1:
+            return self._run_per_direction(x, lengths, initial)
+        start = as_state(initial)
+        outputs, finals = [], []
+        for group in groups:
+            index = torch.tensor(group, device=x.device)
+            steps = int(lengths[group[0]])
+            group_start = None if start is None else tuple(part[:, index] for part in start)
+            out, final = self._run_per_direction(x[index, :steps], lengths[group], group_start)
+            outputs.append(F.pad(out, (0, 0, 0, x.shape[1] - steps)))  # (B_g, T, D)
+            finals.append(as_state(final))
+        order = torch.tensor([i for group in groups for i in group], device=x.device)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=x.device)
+        stacked = tuple(torch.cat(parts, dim=1)[:, inverse] for parts in zip(*finals, strict=True))
+        return torch.cat(outputs)[inverse], (stacked if len(stacked) > 1 else stacked[0])
 
     def _run_packed(
         self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None
