@@ -29,6 +29,8 @@ def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
     if sys.platform == "linux":  # peak RSS growth: /proc/self/status and glibc's mallopt
         assert all(row["peak_mib"] is not None and row["peak_mib"] >= 0 for row in results["scaling"]["rows"])
         assert max(row["peak_mib"] for row in results["scaling"]["rows"]) > 0
+    # On a CPU the batching sections also time shuffled batches under impl=fused (no length groups).
+    assert all(section["tokens_per_s"]["shuffled_impl_fused"] > 0 for section in results["batching"].values())
     # impl=auto on CPU: one section per thread count (1 here), each with every cell.
     assert [section["threads"] for section in results["auto"]["by_threads"]] == [1]
     assert {row["cell"] for row in results["auto"]["by_threads"][0]["rows"]} == {"rnn", "lstm", "gru"}
