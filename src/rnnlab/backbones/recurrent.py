@@ -51,8 +51,8 @@ _REFERENCE = {"rnn": ReferenceRNN, "lstm": ReferenceLSTM, "gru": ReferenceGRU}
 FinalState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for the LSTM
 
 #: impl=auto on CPU: the share of padded steps above which an RNN or GRU batch of T = 64 runs packed,
-#: by torch's thread count (1, or 2 and more), cell and hidden size (between the sizes listed: interpolated in
-#: log2 H; outside: the nearest). The padded path computes every padded step; the packed one only
+#: by torch's thread count (1, or 2 and more), cell and hidden size (between the sizes listed:
+#: interpolated in log2 H; outside: the nearest). The padded path computes every padded step; the packed one only
 #: real steps, but at a higher cost per step that grows with H, and more so on one thread. Measured
 #: by `scripts/benchmark.py` (its "impl=auto" sections, on 1 thread and on torch's default: forward +
 #: backward with the final state in the loss, B=32, T=64, one layer) in two full runs on a 2-core
@@ -315,11 +315,12 @@ class RecurrentBackbone(nn.Module):
             return self.rnn(x, initial)
         if x.is_cuda:
             return self._run_packed(x, lengths, initial)
-        if self.impl == "auto":
-            if self.cell == "lstm":
-                if self.hidden_size >= LENGTH_GROUPS_FROM_HIDDEN:
-                    return self._run_length_groups(x, lengths, initial)
-            elif 1.0 - float(lengths.sum()) / (lengths.numel() * steps) > packed_above(self.cell, self.hidden_size, steps=steps):
+        if self.impl == "auto" and self.cell == "lstm":
+            if self.hidden_size >= LENGTH_GROUPS_FROM_HIDDEN:
+                return self._run_length_groups(x, lengths, initial)
+        elif self.impl == "auto":
+            padding = 1.0 - float(lengths.sum()) / (lengths.numel() * steps)
+            if padding > packed_above(self.cell, self.hidden_size, steps=steps):
                 return self._run_packed(x, lengths, initial)
         return self._run_per_direction(x, lengths, initial)
 
