@@ -61,6 +61,13 @@ def assert_same(a: tuple[torch.Tensor, object], b: tuple[torch.Tensor, object]) 
         torch.testing.assert_close(sa, sb, atol=ATOL, rtol=0)
 
 
+def record_calls(model: RecurrentBackbone, names: tuple[str, ...], calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of ``model``'s methods ``names`` still runs, and appends its name to ``calls`` first."""
+    for name in names:
+        original = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
+
+
 def twins(
     cell: str, bidirectional: bool, num_layers: int, **kwargs: object
 ) -> tuple[RecurrentBackbone, RecurrentBackbone]:
@@ -226,9 +233,7 @@ def test_auto_runs_mostly_padded_cpu_batches_packed_and_others_per_direction(
     assert 1 - mostly_padding.sum() / 2048 > packed_above(cell, HIDDEN) > 1 - little_padding.sum() / 2048
     calls: list[str] = []
     for model in (auto, fused):
-        for name in ("_run_packed", "_run_per_direction"):
-            original = getattr(model, name)
-            monkeypatch.setattr(model, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
+        record_calls(model, ("_run_packed", "_run_per_direction"), calls, monkeypatch)
     for lengths, expected in ((mostly_padding, "_run_packed"), (little_padding, "_run_per_direction")):
         calls.clear()
         with torch.no_grad():
@@ -273,9 +278,7 @@ def test_auto_runs_a_long_mostly_padded_batch_per_direction(cell: str, monkeypat
     lengths = torch.tensor([1024] + [short] * 63)
     assert packed_above(cell, HIDDEN, steps=1024) > 1 - lengths.sum() / (64 * 1024) > packed_above(cell, HIDDEN)
     calls: list[str] = []
-    for name in ("_run_packed", "_run_per_direction"):
-        original = getattr(auto, name)
-        monkeypatch.setattr(auto, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
+    record_calls(auto, ("_run_packed", "_run_per_direction"), calls, monkeypatch)
     x = torch.randn(64, 1024, FEATURES)
     with torch.no_grad():
         outputs, final = auto(x, lengths)
@@ -365,9 +368,7 @@ def test_auto_runs_a_small_cpu_lstm_as_one_padded_batch(monkeypatch: pytest.Monk
     model = build("lstm", True, 1, "auto", hidden_size=LENGTH_GROUPS_FROM_HIDDEN - 1)
     lengths = torch.tensor([200] + [1] * 31)  # 97 % padding
     calls: list[str] = []
-    for name in ("_run_packed", "_run_per_direction", "_run_length_groups"):
-        original = getattr(model, name)
-        monkeypatch.setattr(model, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
+    record_calls(model, ("_run_packed", "_run_per_direction", "_run_length_groups"), calls, monkeypatch)
     with torch.no_grad():
         model(torch.randn(32, 200, FEATURES), lengths)
     assert calls == ["_run_per_direction"]
