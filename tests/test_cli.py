@@ -45,6 +45,7 @@ from conftest import (
     write_lines,
     write_tsv,
 )
+from rnnlab.cli.malloc import glibc
 
 SEED = 0
 #: What the module fixtures return: paths, CompletedProcess, parsed metrics.
@@ -169,6 +170,17 @@ def test_train_run_info_records_provenance(trained_run: Run) -> None:
     assert info["packages"]["torch"] and info["packages"]["lightning"]
     assert info["hardware"]
     assert info["start_time"] <= info["end_time"]
+    assert info["freed_memory_kept"] is (glibc() is not None)  # keep_freed_memory=true, the default
+
+
+def test_train_with_freed_memory_given_back_records_it(workdir: Path, sentiment_files: dict[str, Path]) -> None:
+    run_dir = workdir / "freed_memory_given_back"
+    result = run_cli(
+        "train", *text_csv_args(sentiment_files["train"]), *FAST_OVERRIDES, "keep_freed_memory=false",
+        f"hydra.run.dir={run_dir}", cwd=workdir,
+    )
+    assert result.returncode == 0, describe(result)
+    assert read_json(run_dir / "run_info.json")["freed_memory_kept"] is False
 
 
 def test_checkpoint_holds_vocab_and_labels_as_plain_data(trained_run: Run, data_files: dict[str, Path]) -> None:
@@ -528,6 +540,9 @@ ERROR_CASES: dict[str, tuple[tuple[object, ...], tuple[str, ...]]] = {
     "tagger_on_classification_data": (
         train_args("{data}", "model=tagger"),
         ("SequenceTagger needs tagging data", "data=conll or brown_pos", "classification"),
+    ),
+    "keep_freed_memory_not_a_bool": (
+        train_args("{data}", "keep_freed_memory=sometimes"), ("keep_freed_memory", "true or false", "sometimes")
     ),
     "zero_hidden_size": (train_args("{data}", "model.backbone.hidden_size=0"), ("model.backbone.hidden_size", ">= 1")),
     "eval_missing_checkpoint": (

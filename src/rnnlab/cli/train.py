@@ -31,6 +31,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from rnnlab.callbacks import BestValidationMetrics, DivergenceMonitor, ExactResume
 from rnnlab.cli.common import CONFIG_DIR, find_user_error, report_user_errors
+from rnnlab.cli.malloc import keep_freed_memory
 from rnnlab.cli.run_files import now_iso, write_json, write_run_info
 from rnnlab.errors import UserError
 from rnnlab.sweeps.jobs import SweepJob, current_sweep_job, placed
@@ -39,7 +40,7 @@ from rnnlab.sweeps.optuna_search import OptunaPruning, check_direction, job_tria
 log = logging.getLogger(__name__)
 
 # Config sections that describe where and how a run is recorded, not the experiment itself.
-NOT_HPARAMS = ("paths", "hydra", "callbacks", "logger", "ckpt_path", "resume", "task_name", "test", "sweep_job")
+NOT_HPARAMS = ("paths", "hydra", "callbacks", "logger", "ckpt_path", "resume", "task_name", "test", "sweep_job", "keep_freed_memory")
 
 
 def build_callbacks(config: DictConfig | None, monitor: str, mode: str) -> list[L.Callback]:
@@ -176,7 +177,11 @@ def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"status": "failed"}
     params = run_hparams(cfg)
     placement = None
+    freed_memory_kept = False
     try:
+        if not isinstance(cfg.keep_freed_memory, bool):
+            raise UserError(f"keep_freed_memory must be true or false; got {cfg.keep_freed_memory!r}")
+        freed_memory_kept = cfg.keep_freed_memory and keep_freed_memory()
         with placed(cfg, job) if job is not None else nullcontext() as placement:
             fit_and_test(cfg, record, params, job)
     except BaseException as exc:
@@ -187,7 +192,8 @@ def train(cfg: DictConfig, job: SweepJob | None = None) -> dict[str, Any]:
         raise
     finally:
         if rank_zero_only.rank == 0:  # under DDP every rank runs this function
-            extra = {"hparams": params, **({"sweep_job": placement.as_record()} if placement is not None else {})}
+            extra = {"hparams": params, "freed_memory_kept": freed_memory_kept,
+                     **({"sweep_job": placement.as_record()} if placement is not None else {})}
             write_json(run_dir / "metrics.json", record)
             write_run_info(run_dir, cfg.seed, started, now_iso(), record["status"], time.monotonic() - clock, **extra)
     return record
