@@ -40,10 +40,25 @@ from rnnlab.callbacks.gradients import check_every, logging_due
 from rnnlab.tasks.media import log_scalars
 
 
+def resident_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (Linux): VmRSS, the resident set size now, or VmHWM, its peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
 def peak_memory(device: torch.device) -> dict[str, float]:
-    """Peak resident memory of this process, and the CUDA allocator's peak on a GPU, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    values = {"resources/peak_rss_mib": peak / 2**20 if sys.platform == "darwin" else peak / 2**10}
+    """Peak resident memory of this process, and the CUDA allocator's peak on a GPU, in MiB.
+
+    On Linux the peak is VmHWM: getrusage's ru_maxrss survives exec, so a run started from a larger
+    process (a notebook, a sweep driver, a benchmark) would report that process's peak as its own."""
+    try:
+        peak_mib = resident_kib("VmHWM") / 2**10
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        peak_mib = peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    values = {"resources/peak_rss_mib": peak_mib}
     if device.type == "cuda":
         values["resources/cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return values
