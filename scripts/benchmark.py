@@ -6,7 +6,8 @@
 
 Every comparison is a ratio of two measurements taken in this one process, A/B interleaved (the
 cases alternate, in a random order, within every repeat) and summarised by the median over the
-repeats, so that a machine that speeds up or slows down during the run moves both sides alike.
+repeats, so that a machine that speeds up or slows down during the run moves both sides alike
+(the one exception, the C allocator's settings, alternates processes of its own the same way).
 Absolute numbers are printed for context only: compare them across runs only on the same machine.
 
 Sections (each a function below): the machine and its measured matmul rate; framework overhead
@@ -14,17 +15,14 @@ Sections (each a function below): the machine and its measured matmul rate; fram
 length distributions (bucketed vs shuffled batches); recurrent kernels (fused vs reference, and
 bidirectional packed vs padded vs bucketed); where impl=auto switches from the padded path to the
 packed one (RNN, GRU), what its length groups gain (LSTM), and whether its choice is ever slower
-than torch's packed path; decoding; the data
-path's share of a step; start-up time; scaling of time and activation memory with sequence
-length, hidden size and batch size.
+than torch's packed path; decoding; the data path's share of a step; start-up time; rnnlab-train
+with freed memory kept for reuse or given back (keep_freed_memory); scaling of time and activation
+memory with sequence length, hidden size and batch size.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import functools
 import json
 import math
 import random
@@ -45,6 +43,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import move_data_to_device
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -52,8 +51,9 @@ from rnnlab.backbones import RecurrentBackbone
 from rnnlab.backbones.recurrent import packed_above
 from rnnlab.batch import Batch
 from rnnlab.callbacks import DivergenceMonitor, ExactResume, GradientHealth, Throughput
-from rnnlab.callbacks.throughput import synchronize
+from rnnlab.callbacks.throughput import resident_kib, synchronize
 from rnnlab.cli.common import CONFIG_DIR
+from rnnlab.cli.malloc import M_MMAP_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, glibc, keep_freed_memory
 from rnnlab.cli.run_files import cpu_name
 from rnnlab.data.sampler import BucketBatchSampler, padding_ratio
 from rnnlab.markdown import markdown_table
@@ -86,10 +86,11 @@ def timed(function: Callable[[], Any], device: torch.device) -> float:
 
 
 def interleaved(cases: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per case over ``repeats`` rounds; in each round every case runs once, in a
-    fresh (seeded) random order, after ``warmup`` unmeasured rounds. Random, not rotated: rotating
-    three cases keeps each one's predecessor fixed, so whatever one case leaves behind (garbage,
-    cold caches) always lands on the same other case."""
+    """Median seconds per case (or of the number it returns, see :func:`timed`) over ``repeats``
+    rounds; in each round every case runs once, in a fresh (seeded) random order, after ``warmup``
+    unmeasured rounds. Random, not rotated: rotating three cases keeps each one's predecessor
+    fixed, so whatever one case leaves behind (garbage, cold caches) always lands on the same
+    other case."""
     names = list(cases)
     samples: dict[str, list[float]] = {name: [] for name in names}
     order = random.Random(0)
@@ -512,23 +513,61 @@ def data_path(overrides: list[str], batches: int, repeats: int, device: torch.de
 # -- start-up -------------------------------------------------------------------------------------
 
 
+def train_run(overrides: list[str], run_dir: Path, workdir: Path) -> tuple[float, EventAccumulator]:
+    """Run ``rnnlab-train overrides`` (no test, no progress bar) into ``run_dir``: the command's wall
+    seconds and the run's TensorBoard events."""
+    command = [sys.executable, "-m", "rnnlab.train", *overrides, "test=false", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True, cwd=workdir)
+    wall = time.perf_counter() - start
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return wall, events
+
+
 def startup(overrides: list[str], repeats: int, workdir: Path) -> dict[str, Any]:
     """Seconds from starting ``rnnlab-train`` to the end of its first training step, as the run's
     Throughput callback logs it (throughput/startup_s), and the whole command's wall time."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     values, walls = [], []
     for repeat in range(repeats):
-        run_dir = workdir / f"startup{repeat}"
-        command = [sys.executable, "-m", "rnnlab.train", *overrides, "trainer.max_steps=1", "test=false",
-                   "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, text=True, cwd=workdir)
-        walls.append(time.perf_counter() - start)
-        events = EventAccumulator(str(run_dir / "tensorboard"))
-        events.Reload()
+        wall, events = train_run([*overrides, "trainer.max_steps=1"], workdir / f"startup{repeat}", workdir)
+        walls.append(wall)
         values.append(events.Scalars("throughput/startup_s")[0].value)
     return {"config": " ".join(overrides), "to_first_step_s": statistics.median(values), "command_wall_s": statistics.median(walls)}
+
+
+# -- freed memory ---------------------------------------------------------------------------------
+
+
+def freed_memory(overrides: list[str], steps: int, repeats: int, workdir: Path) -> dict[str, Any] | None:
+    """rnnlab-train's training throughput (throughput/train_tokens_per_s: the median of its points
+    after the first, every ``steps // 4`` steps) and its peak resident memory, with freed memory
+    kept for reuse (keep_freed_memory=true, the default) and given back to the system (false, the
+    C library's defaults). Each run is a process of its own: malloc's default, an mmap threshold
+    that adapts to the blocks freed, cannot be restored inside one. None where the C library is
+    not glibc (the setting changes nothing there)."""
+    if glibc() is None:
+        return None
+    every = max(1, steps // 4)
+    settings = {"kept": "keep_freed_memory=true", "given_back": "keep_freed_memory=false"}
+    peaks: dict[str, list[float]] = {name: [] for name in settings}
+
+    def tokens_per_s(name: str) -> Callable[[], float]:
+        def run() -> float:
+            overrides_of_run = [*overrides, settings[name], f"trainer.max_steps={steps}", f"trainer.log_every_n_steps={every}"]
+            _, events = train_run(overrides_of_run, workdir / f"freed_memory_{name}{len(peaks[name])}", workdir)
+            peaks[name].append(events.Scalars("resources/peak_rss_mib")[-1].value)
+            return statistics.median(point.value for point in events.Scalars("throughput/train_tokens_per_s")[1:])
+        return run
+
+    rates = interleaved({name: tokens_per_s(name) for name in settings}, repeats, torch.device("cpu"), warmup=0)
+    return {
+        "config": " ".join(overrides),
+        "steps": steps,
+        "tokens_per_s": rates,
+        "peak_rss_mib": {name: statistics.median(values) for name, values in peaks.items()},
+        "kept_over_given_back": rates["kept"] / rates["given_back"],
+    }
 
 
 # -- scaling --------------------------------------------------------------------------------------
@@ -549,35 +588,19 @@ def activation_bytes(backbone: nn.Module, x: torch.Tensor, lengths: torch.Tensor
     return sum(storages.values())
 
 
-@functools.cache
-def glibc() -> ctypes.CDLL | None:
-    """The C library if it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except (OSError, TypeError):
-        return None
-
-
 def memory_returned_when_freed() -> bool:
     """Make glibc's malloc serve every new block of 64 KiB or more as its own mapping, given back to
     the system when freed (:func:`peak_memory_bytes` also trims the free heap before each call), so
-    that the growth of the resident set size is the memory a call holds at its peak: by default
-    freed memory stays resident and is reused unseen. False where this is not glibc. It changes
+    that the growth of the resident set size is the memory a call holds at its peak: otherwise
+    freed memory stays resident and is reused unseen (all the more under rnnlab-train's
+    keep_freed_memory, which the timings run with). False where this is not glibc. It changes
     allocation costs: call it only after every timing."""
     libc = glibc()
     if libc is None:
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return libc.mallopt(m_mmap_threshold, 64 * 1024) == 1 and libc.mallopt(m_trim_threshold, 128 * 1024) == 1
-
-
-def resident_kib(field: str) -> int:
-    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
+    # 65,536 mappings at most: glibc's default, which keep_freed_memory sets to none.
+    settings = ((M_MMAP_MAX, 65536), (M_MMAP_THRESHOLD, 64 * 1024), (M_TRIM_THRESHOLD, 128 * 1024))
+    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
 
 
 def peak_memory_bytes(run: Callable[[], Any], device: torch.device) -> int | None:
@@ -678,7 +701,8 @@ def report(results: dict[str, Any], plot: str | None) -> str:
         f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "") + f", Python {m['python']}. "
         f"Measured matmul rate: {results['matmul_flops'] / 1e9:.1f} GFLOP/s. Every ratio is measured A/B interleaved "
-        "in one process, median over the repeats; absolute times are for this machine only."
+        "in one process, median over the repeats; absolute times are for this machine only. Freed memory "
+        + ("kept for reuse, as rnnlab-train's `keep_freed_memory=true` does." if m.get("freed_memory_kept") else "given back to the system (the C library's defaults).")
         + (" **--quick: tiny sizes and one repeat — a smoke run, not a measurement.**" if results["quick"] else ""),
         "",
         "## Targets",
@@ -752,6 +776,14 @@ def report(results: dict[str, Any], plot: str | None) -> str:
     s = results["startup"]
     lines += ["## Start-up", "", f"`rnnlab-train {s['config']}`: {s['to_first_step_s']:.1f} s from the command to the end of the first "
               f"training step (the whole one-step command: {s['command_wall_s']:.1f} s).", ""]
+    f = results.get("freed_memory")
+    if f:
+        lines += ["## Freed memory", "", f"`rnnlab-train {f['config']}`, {f['steps']} training steps, real tokens per second (the median of "
+                  "its throughput points after the first) and peak resident memory, each setting in processes of its own, alternating:", "",
+                  markdown_table(("keep_freed_memory", "real tokens/s", "peak RSS MiB"),
+                                 [("true (kept)" if name == "kept" else "false (given back)", fmt(rate), fmt(f["peak_rss_mib"][name]))
+                                  for name, rate in f["tokens_per_s"].items()]), "",
+                  f"Kept / given back: {f['kept_over_given_back']:.2f} × the real tokens per second.", ""]
     sc = results["scaling"]
     lines += ["## Scaling", "", f"Seconds per {sc['tokens_per_epoch']:,} tokens (forward + backward, one fused layer), activation "
               "memory of one batch (the tensors autograd saves) and peak memory, varying one of T, H, B:", ""]
@@ -775,8 +807,10 @@ def main() -> None:
     repeats = 1 if quick else 5
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    # As rnnlab-train does by default: every timing in this process runs with freed memory kept.
+    freed_memory_kept = bool(compose_config().keep_freed_memory) and keep_freed_memory()
     tiny = ["data=keywords", "data.num_train=256", "data.num_val=32", "data.num_test=32", "model.backbone.hidden_size=16", "model.backbone.embedding_dim=16"]
-    results: dict[str, Any] = {"quick": quick, "date": time.strftime("%Y-%m-%d"), "machine": machine(device)}
+    results: dict[str, Any] = {"quick": quick, "date": time.strftime("%Y-%m-%d"), "machine": {**machine(device), "freed_memory_kept": freed_memory_kept}}
     clock = time.perf_counter()
 
     def done(section: str) -> None:
@@ -816,6 +850,8 @@ def main() -> None:
         done("data_path")
         results["startup"] = startup(tiny + ["trainer.enable_model_summary=false"], 1 if quick else 3, work)
         done("startup")
+        results["freed_memory"] = freed_memory(classifier, 8 if quick else 40, repeats, work)
+        done("freed_memory")
         axes = {"T": [16, 32], "H": [16, 32], "B": [4, 8]} if quick else {"T": [16, 32, 64, 128, 256], "H": [64, 128, 256, 512], "B": [8, 16, 32, 64, 128]}
         base = {"B": 4, "T": 16, "H": 16} if quick else {"B": 32, "T": 64, "H": 128}
         results["scaling"] = scaling(axes, base, 4096 if quick else 65536, repeats, device)

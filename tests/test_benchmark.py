@@ -29,6 +29,12 @@ def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
     if sys.platform == "linux":  # peak RSS growth: /proc/self/status and glibc's mallopt
         assert all(row["peak_mib"] is not None and row["peak_mib"] >= 0 for row in results["scaling"]["rows"])
         assert max(row["peak_mib"] for row in results["scaling"]["rows"]) > 0
+        # Timed with freed memory kept, as rnnlab-train keeps it; and rnnlab-train run both ways.
+        assert results["machine"]["freed_memory_kept"] is True
+        freed = results["freed_memory"]
+        assert set(freed["tokens_per_s"]) == {"kept", "given_back"} and freed["kept_over_given_back"] > 0
+        assert all(peak > 0 for peak in freed["peak_rss_mib"].values())
+        assert "## Freed memory" in (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
     # On a CPU the batching sections also time shuffled batches under impl=fused (no length groups).
     assert all(section["tokens_per_s"]["shuffled_impl_fused"] > 0 for section in results["batching"].values())
     # impl=auto on CPU: one section per thread count (1 here), each with every cell.
