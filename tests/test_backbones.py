@@ -157,7 +157,7 @@ def test_backward_direction_starts_at_each_sequence_end(cell: str, impl: str) ->
             torch.testing.assert_close(outputs[b, length - 1, :HIDDEN], h_n[-2, b], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize(("cell", "bidirectional", "num_layers"), [("lstm", True, 2), ("gru", True, 1)])
+@pytest.mark.parametrize(("cell", "bidirectional", "num_layers"), [("lstm", True, 2), ("gru", True, 1), ("rnn", True, 2)])
 def test_reference_and_fused_gradients_agree(cell: str, bidirectional: bool, num_layers: int) -> None:
     torch.manual_seed(5)
     ref, fused = twins(cell, bidirectional, num_layers)
@@ -435,6 +435,8 @@ def test_bfloat16_autocast_runs_every_path_and_stays_close_to_float32(
         outputs, final = model(x, LENGTHS)
         (outputs.float().sum() + sum(s.float().sum() for s in states(final))).backward()
     assert x.grad is not None and x.grad.isfinite().all()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.dtype == parameter.dtype and parameter.grad.isfinite().all(), name
     pad = torch.arange(STEPS).unsqueeze(0) >= LENGTHS.unsqueeze(1)
     assert (x.grad[pad] == 0).all()
     torch.testing.assert_close(outputs.float(), expected, atol=0.05, rtol=0)

@@ -37,6 +37,8 @@ def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
         assert "## Freed memory" in (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
     # On a CPU the batching sections also time shuffled batches under impl=fused (no length groups).
     assert all(section["tokens_per_s"]["shuffled_impl_fused"] > 0 for section in results["batching"].values())
+    # The most removing the shuffled batches' padding could gain: computed / real tokens.
+    assert all(section["padding_bound"] == 1 / (1 - section["shuffled_padding"]) for section in results["batching"].values())
     # impl=auto on CPU: one section per thread count (1 here), each with every cell.
     assert [section["threads"] for section in results["auto"]["by_threads"]] == [1]
     assert {row["cell"] for row in results["auto"]["by_threads"][0]["rows"]} == {"rnn", "lstm", "gru"}

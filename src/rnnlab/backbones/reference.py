@@ -16,10 +16,12 @@ after reading back to step 0, starting from the sequence's own last valid step (
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from rnnlab.backbones.recording import RecurrenceRecorder
 from rnnlab.backbones.stacking import State, as_state, run_stacked
@@ -76,15 +78,17 @@ class ReferenceRecurrent(nn.Module):
             f"bidirectional={self.bidirectional}, dropout={self.dropout}"
         )
 
-    #: Whether ``b_hh`` may be added to the input projection of all steps at once (it can, unless a
-    #: gate multiplies the recurrent projection alone, as the GRU's reset gate does).
-    merged_bias: bool = True
+    #: Whether the recurrent projection enters the pre-activation as a plain sum, pre_t = x_proj_t +
+    #: W_hh h_{t-1} (+ b_hh): then ``b_hh`` joins the input projection of all steps at once, and so
+    #: does W_hh's gradient (:class:`RecurrentWeightGradient`). Not for the GRU, whose reset gate
+    #: multiplies the recurrent projection alone.
+    additive_recurrence: bool = True
 
     def cell(
         self, x_proj: torch.Tensor, state: State, w_hh_t: torch.Tensor, b_hh: torch.Tensor, gate_values: GateValues | None = None
     ) -> State:
-        """One step from x_proj (B, gates*H) = W_ih x_t + b_ih (+ b_hh when ``merged_bias``), the
-        previous state, and W_hh transposed (H, gates*H).
+        """One step from x_proj (B, gates*H) = W_ih x_t + b_ih (+ b_hh when ``additive_recurrence``),
+        the previous state, and W_hh transposed (H, gates*H).
 
         ``gate_values``: when given, the step's gate activations are stored in it by name.
         """
@@ -126,8 +130,13 @@ class ReferenceRecurrent(nn.Module):
         batch = x.shape[0]
         # The input projection of all steps in one matmul; per step only the recurrent one remains.
         # Time-major, so that each step's slice is contiguous.
-        x_proj = F.linear(x.transpose(0, 1), w_ih, b_ih + b_hh if self.merged_bias else b_ih)  # (T, B, gates*H)
+        x_proj = F.linear(x.transpose(0, 1), w_ih, b_ih + b_hh if self.additive_recurrence else b_ih)  # (T, B, gates*H)
         w_hh_t = w_hh.t()  # (H, gates*H)
+        read_states: list[torch.Tensor] | None = None
+        if self.additive_recurrence and torch.is_grad_enabled() and w_hh.requires_grad:
+            read_states = []
+            x_proj = RecurrentWeightGradient.apply(x_proj, w_hh, read_states)
+            w_hh_t = w_hh_t.detach()
         zeros = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(self.state_size))
         state: State = zeros if start is None else start
         # Steps every sequence reaches need no masking (one host sync per direction).
@@ -136,6 +145,8 @@ class ReferenceRecurrent(nn.Module):
         steps_gate_values: list[GateValues] = []
         for t, x_t in enumerate(x_proj.unbind(0)):
             gate_values: GateValues | None = {} if recorder is not None else None
+            if read_states is not None:
+                read_states.append(state[0])
             new_state = self.cell(x_t, state, w_hh_t, b_hh, gate_values)
             if t < all_valid_until:
                 state = new_state
@@ -152,6 +163,27 @@ class ReferenceRecurrent(nn.Module):
             recorder.record(name, hidden, stacked, mask)
         outputs = torch.stack(hidden, dim=1).masked_fill(~mask.unsqueeze(2), 0.0)  # (B, T, H)
         return outputs, state
+
+
+class RecurrentWeightGradient(torch.autograd.Function):
+    """Identity on x_proj (T, B, gates*H) whose backward also gives W_hh (gates*H, H) its gradient
+    for all steps in one matmul, as fused kernels do: with pre_t = x_proj_t + h_{t-1} W_hh^T, x_proj's
+    gradient at step t is pre_t's, so dL/dW_hh = sum_t grad_t^T h_{t-1}. The loop then uses W_hh
+    detached and appends to ``read_states`` each step's h_{t-1} (B, H) as it reads it; per-step
+    weight gradients and their T accumulations cost the LSTM at B 32, T 64, H 128 about 9 % of its
+    forward + backward time (``scripts/benchmark.py``'s worst reference / fused ratio)."""
+
+    @staticmethod
+    def forward(ctx: Any, x_proj: torch.Tensor, w_hh: torch.Tensor, read_states: list[torch.Tensor]) -> torch.Tensor:
+        ctx.read_states, ctx.weight_dtype = read_states, w_hh.dtype
+        return x_proj.view_as(x_proj)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        read = torch.stack(ctx.read_states).flatten(0, 1)  # (T*B, H)
+        grad_w_hh = torch.mm(grad.flatten(0, 1).t().to(read.dtype), read)  # (gates*H, H)
+        return grad, grad_w_hh.to(ctx.weight_dtype), None
 
 
 class ReferenceRNN(ReferenceRecurrent):
@@ -205,7 +237,7 @@ class ReferenceGRU(ReferenceRecurrent):
     """GRU, gates in torch's order r, z, n: n = tanh(W_in x + b_in + r*(W_hn h + b_hn)), h_t = (1-z)*n + z*h."""
 
     gates = 3
-    merged_bias = False  # b_hn sits inside r * (W_hn h + b_hn)
+    additive_recurrence = False  # b_hn sits inside r * (W_hn h + b_hn)
 
     def cell(
         self, x_proj: torch.Tensor, state: State, w_hh_t: torch.Tensor, b_hh: torch.Tensor, gate_values: GateValues | None = None
