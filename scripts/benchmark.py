@@ -416,10 +416,10 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
     """For each cell, hidden size and direction count, on torch's current thread count, one layer's
     forward + backward (the final state in the loss) on batches of rising padding: rnnlab's padded
     path (impl=fused on CPU) over torch's packed path (what nn.* needs to be exact), the padding
-    share where they cross, for the LSTM the padded path per length group over the packed path, the
-    path impl=auto's own dispatch takes (RNN, GRU: the threshold
-    rnnlab.backbones.recurrent.packed_above; LSTM: length groups) and so its time over the packed
-    one's and over the fastest path's. ``directions``: unidirectional (False) and/or bidirectional
+    share where they cross, the padded path per length group over the packed path (the LSTM; the RNN
+    and GRU where impl=auto takes it), the path impl=auto's own dispatch takes (RNN, GRU: the
+    threshold rnnlab.backbones.recurrent.packed_above, length groups between the 64-step threshold
+    and it; LSTM: length groups) and so its time over the packed one's and over the fastest path's. ``directions``: unidirectional (False) and/or bidirectional
     (True) layers."""
     rows = []
     for cell in GATES:
@@ -438,11 +438,11 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
                             (outputs.sum() + sum(part.sum() for part in (final if isinstance(final, tuple) else (final,)))).backward()
                         return step
 
+                    pick = auto_pick(backbone, x, lengths)
                     paths = {"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed)}
-                    if cell == "lstm":
+                    if cell == "lstm" or pick == "grouped":
                         paths["grouped"] = run(backbone._run_length_groups)
                     seconds = interleaved(paths, repeats, device)
-                    pick = auto_pick(backbone, x, lengths)
                     point = {"padding": 1 - float(lengths.sum()) / (batch * steps), "padded_over_packed": seconds["padded"] / seconds["packed"],
                              "auto": pick, "auto_over_packed": seconds[pick] / seconds["packed"], "auto_over_best": seconds[pick] / min(seconds.values())}
                     if "grouped" in seconds:
@@ -759,7 +759,7 @@ def report(results: dict[str, Any], plot: str | None) -> str:
                   f"One layer, B = {a['batch']}, T = {a['steps']}, {threads}, forward + backward with the final state in the loss. "
                   "Each cell: rnnlab's padded path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they "
                   "cross (— if they do not), the threshold above which impl=auto runs packed at this T (the LSTM: never, it runs "
-                  "length groups), and the time of the path impl=auto's dispatch takes / the packed path's (<= 1: never slower than "
+                  "length groups; the RNN and GRU run them between the 64-step threshold and this one), and the time of the path impl=auto's dispatch takes / the packed path's (<= 1: never slower than "
                   "nn.* on packed sequences) and / the fastest path's (1: auto picked the fastest one), worst point:", "",
                   markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above",
                                   "auto / packed, worst", "auto / fastest, worst"),
@@ -767,11 +767,12 @@ def report(results: dict[str, Any], plot: str | None) -> str:
                                    r["crossover"] or "—", "never" if r["auto_threshold"] is None else f"{r['auto_threshold']:.2f}",
                                    fmt(r["auto_over_packed_max"], 3), fmt(r["auto_over_best_max"], 3))
                                   for r in a["rows"]]), "",
-                  "The LSTM's length groups (the padded path on each group of similar lengths, "
-                  "rnnlab.backbones.recurrent.length_groups) / torch's packed path:", "",
+                  "Length groups (the padded path on each group of similar lengths, rnnlab.backbones.recurrent.length_groups) / "
+                  "torch's packed path, for the LSTM and wherever impl=auto splits an RNN or GRU batch (— elsewhere):", "",
                   markdown_table(("cell", "H", "directions", *(f"groups/packed at {x}" for x in shares)),
-                                 [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1", *(fmt(pt["grouped_over_packed"], 2) for pt in r["points"]))
-                                  for r in a["rows"] if r["cell"] == "lstm"]), ""]
+                                 [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1",
+                                   *(fmt(pt["grouped_over_packed"], 2) if "grouped_over_packed" in pt else "—" for pt in r["points"]))
+                                  for r in a["rows"] if any("grouped_over_packed" in pt for pt in r["points"])]), ""]
     d = results["decoding"]
     lines += ["## Decoding", "", f"`{d['config']}`, one validation batch of {d['batch']}, untrained model:", "",
               markdown_table(("pass", "tokens/s"), [(k, fmt(v)) for k, v in d["tokens_per_s"].items()]), "",
@@ -847,7 +848,7 @@ def main() -> None:
         results["bidirectional"] = bidirectional_paths(32 if quick else 512, 16 if quick else 32, 32 if quick else 128, repeats, device, 60 if quick else 400)
         done("bidirectional")
         results["auto"] = auto_sections([64] if quick else [64, 128, 256, 512], [0.2, 0.7] if quick else [0.05, 0.25, 0.45, 0.6, 0.75, 0.85, 0.95],
-                                        8 if quick else 32, 16 if quick else 64, 96 if quick else 1024, repeats, device)
+                                        8 if quick else 32, 16 if quick else 64, 256 if quick else 1024, repeats, device)
         done("auto")
         seq2seq = ["data=reverse", "model=seq2seq", "data.num_train=64", "data.num_val=64", "data.num_test=8"]
         results["decoding"] = decoding(seq2seq + (["model.backbone.hidden_size=16", "model.decoder.hidden_size=16"] if quick else ["data.eval_batch_size=64"]), repeats, device)

@@ -13,10 +13,13 @@ from torch import nn
 from rnnlab.backbones import RecurrentBackbone, ReferenceGRU, ReferenceLSTM, ReferenceRNN, reference
 from rnnlab.backbones.recording import DirectionRecord
 from rnnlab.backbones.recurrent import (
+    LENGTH_GROUP_STEP_COST,
+    LENGTH_GROUP_STEP_COST_HIDDEN,
     LENGTH_GROUPS_FROM_HIDDEN,
     PACKED_ABOVE_PADDING,
     PACKED_HALF_STEPS,
     PACKED_TABLE_STEPS,
+    group_step_cost,
     length_groups,
     packed_above,
 )
@@ -269,7 +272,7 @@ def test_packed_above_asks_longer_batches_for_more_padding(cell: str) -> None:
 @pytest.mark.parametrize("cell", ["rnn", "gru"])
 def test_auto_runs_a_long_mostly_padded_batch_per_direction(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A padding share that sends a 64-step batch packed keeps a 1024-step batch on the padded
-    path, whose cost is linear in T; the result is the packed path's."""
+    path, whose cost is linear in T (below H = 64 as one batch); the result is the packed path's."""
     torch.manual_seed(4)
     auto = RecurrentBackbone(cell=cell, hidden_size=HIDDEN, bidirectional=True, impl="auto", input_size=FEATURES).eval()
     # Padding halfway between the thresholds at T = 64 and at T = 1024: one full sequence, the rest short.
@@ -284,6 +287,37 @@ def test_auto_runs_a_long_mostly_padded_batch_per_direction(cell: str, monkeypat
         outputs, final = auto(x, lengths)
         assert calls == ["_run_per_direction"]
         assert_same((outputs, final), auto._run_packed(x, lengths, None))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_auto_runs_a_long_mostly_padded_rnn_or_gru_batch_in_length_groups(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From H = 64, that long batch is split into length_groups, each run padded and cut to its own
+    longest length. Outputs, final states and the gradients of the inputs, the initial state and the
+    weights are those of torch's packed path."""
+    torch.manual_seed(8)
+    hidden = LENGTH_GROUPS_FROM_HIDDEN
+    model = build(cell, True, 1, "auto", hidden_size=hidden)
+    padding = (packed_above(cell, hidden) + packed_above(cell, hidden, steps=1024)) / 2
+    short = round(((1 - padding) * 10 * 1024 - 1024) / 9)
+    lengths = torch.tensor([short - 2, 1024, short, short - 1, short + 2, short, short + 1, short - 3, short, short + 3])
+    assert packed_above(cell, hidden, steps=1024) > 1 - lengths.sum() / (10 * 1024) > packed_above(cell, hidden)
+    runs: list[tuple[int, int]] = []
+    original = model._run_per_direction
+    monkeypatch.setattr(model, "_run_packed", lambda *args: pytest.fail("impl=auto packed a 1024-step batch it should split"))
+    monkeypatch.setattr(model, "_run_per_direction", lambda x, n, s: runs.append(tuple(x.shape[:2])) or original(x, n, s))
+    x = torch.randn(len(lengths), 1024, FEATURES, requires_grad=True)
+    h0 = torch.randn(2, len(lengths), hidden, requires_grad=True)
+
+    def run(path: object) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
+        outputs, h = path(x, lengths, h0)  # type: ignore[operator]
+        inputs = [x, h0, *model.parameters()]
+        return (outputs, h), list(torch.autograd.grad(outputs.pow(2).sum() + h.pow(2).sum(), inputs))
+
+    got, got_grads = run(lambda *args: model(args[0], args[1], initial=args[2]))
+    assert runs == [(1, 1024), (9, short + 3)]
+    expected, expected_grads = run(RecurrentBackbone._run_packed.__get__(model))
+    for a, b in zip((*got, *got_grads), (*expected, *expected_grads), strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=1e-5)
 
 
 def cheapest_split_cost(lengths: list[int], step_cost: float) -> float:
@@ -314,12 +348,23 @@ def test_length_groups_is_the_cheapest_split_into_runs_of_similar_lengths(step_c
             assert cost == pytest.approx(cheapest_split_cost(lengths, step_cost))
 
 
+def test_length_groups_split_finer_for_bigger_hidden_sizes() -> None:
+    """A kernel call's own cost stays while a sequence's step grows with H: the cost of a call's step
+    in sequence-steps falls as 128 / H, so a bigger model splits the same batch into more groups."""
+    assert group_step_cost(LENGTH_GROUP_STEP_COST_HIDDEN) == LENGTH_GROUP_STEP_COST
+    assert group_step_cost(64) == 2 * group_step_cost(128) == 4 * group_step_cost(256) == 8 * group_step_cost(512)
+    lengths = [64, 51, 47, 47, 46, 46, 43, 41, 40, 37, 36, 35, 34, 32, 31, 29, 29, 26, 22, 21, 17, 16, 16, 15, 13, 10, 6, 6, 5, 4, 1, 1]
+    counts = [len(length_groups(lengths, group_step_cost(hidden))) for hidden in (64, 128, 256, 512)]
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+
+
 def test_length_groups_keeps_a_tight_batch_whole_and_splits_off_the_long_tail() -> None:
-    assert length_groups([5, 5, 5]) == [[0, 1, 2]]
-    (tight,) = length_groups([30, 29, 31, 30] * 8)  # 3 % padding: no split pays
+    step_cost = LENGTH_GROUP_STEP_COST
+    assert length_groups([5, 5, 5], step_cost) == [[0, 1, 2]]
+    (tight,) = length_groups([30, 29, 31, 30] * 8, step_cost)  # 3 % padding: no split pays
     assert sorted(tight) == list(range(32))
     lengths = [3, 200, 7, 7, 150, 2, 1, 200, 9, 30]
-    assert length_groups(lengths) == [[1, 7, 4, 9], [8, 2, 3, 0, 5, 6]]
+    assert length_groups(lengths, step_cost) == [[1, 7, 4, 9], [8, 2, 3, 0, 5, 6]]
 
 
 @pytest.mark.parametrize(("bidirectional", "num_layers"), [(False, 1), (True, 2)])

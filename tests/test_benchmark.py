@@ -44,6 +44,9 @@ def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
     assert {row["cell"] for row in results["auto"]["by_threads"][0]["rows"]} == {"rnn", "lstm", "gru"}
     lstm_points = [point for row in results["auto"]["by_threads"][0]["rows"] if row["cell"] == "lstm" for point in row["points"]]
     assert {point["auto"] for point in lstm_points} == {"grouped"} and all(point["grouped_over_packed"] > 0 for point in lstm_points)
+    # The long batches (T = 256 here): impl=auto splits the mostly padded GRU batch, and its groups are timed.
+    long_gru = [point for row in results["auto"]["long"]["rows"] if row["cell"] == "gru" for point in row["points"]]
+    assert [point["auto"] for point in long_gru] == ["grouped"] and long_gru[0]["grouped_over_packed"] > 0
     markdown = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
     for heading in ("## Targets", "## Framework overhead", "## Recurrent kernels", "## Decoding", "## Data path", "## Start-up", "## Scaling", "## impl=auto: padded, packed or length groups, 1 thread"):
         assert heading in markdown, heading

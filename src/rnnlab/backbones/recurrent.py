@@ -16,9 +16,10 @@ each layer and direction on the padded batch (oneDNN), both exact for every leng
 (the default) is ``fused`` except on CPU, where it picks the faster exact path per batch: the padded
 path computes every padded step, the packed one only real steps but at a higher cost per step, which
 grows with the length. An RNN or GRU batch with more padding than :func:`packed_above` (a measured
-share per thread count, cell, hidden size and sequence length) goes packed. An LSTM batch never does,
-since oneDNN's padded LSTM is that much faster: from H = 64 it is split into groups of similar
-lengths (:func:`length_groups`), each run padded;
+share per thread count, cell, hidden size and sequence length) goes packed; a batch longer than 64
+steps with more padding than the 64-step share, which packing no longer pays for, is split into
+groups of similar lengths (:func:`length_groups`, from H = 64), each run padded. An LSTM batch is
+never packed, since oneDNN's padded LSTM is that much faster: from H = 64 it is always split;
 ``impl="reference"`` runs :mod:`rnnlab.backbones.reference`. All have the same parameter names, so a
 state dict from one loads into the others. Inside ``with backbone.recording() as recorder:`` each
 runs step by step and reports every step's states and gates (:mod:`rnnlab.backbones.recording`).
@@ -97,21 +98,33 @@ def packed_above(cell: str, hidden_size: int, threads: int | None = None, steps:
     return 1.0 - (1.0 - share) * PACKED_HALF_STEPS / (PACKED_HALF_STEPS + steps - PACKED_TABLE_STEPS)
 
 
-#: impl=auto on CPU, the LSTM: the cost of each step of each padded kernel call beyond its sequences'
-#: own, in units of one sequence's step (:func:`length_groups`). Measured (B = 32, one layer,
-#: bidirectional, 1 and 2 threads, forward + backward): with 16, the groups took 0.35-0.8 x the time
-#: of torch's packed path at 60-95 % padding for H = 64-512 and T = 64, 0.25-0.35 x at T = 256,
-#: 0.1-0.15 x at T = 1024, and 0.45-0.5 x on shuffled batches of log-normal lengths (72 % padding),
-#: where one padded batch takes 0.63-0.91 x. 4 and 64 were each slower than 16 somewhere.
-#: Splitting does not pay for the GRU and RNN: their padded kernels cost about as much per step as
-#: the packed ones, and the groups took 1.05-1.3 x the packed time on those log-normal batches. Nor
-#: below H = 64 (LENGTH_GROUPS_FROM_HIDDEN), where a step costs little beside the call: at H = 16
-#: and 32 the groups took 1.0-1.5 x the time of one padded batch, itself 0.2-0.4 x the packed time.
-LENGTH_GROUP_STEP_COST = 16
+#: impl=auto on CPU: the cost of each step of each padded kernel call beyond its sequences' own, in
+#: units of one sequence's step at H = 128 (:func:`length_groups`); at other sizes it is scaled by
+#: 128 / H (:func:`group_step_cost`), since the call's own cost stays while a sequence's step grows
+#: with H. Measured (B = 32, one layer, bidirectional, 1 and 2 threads, forward + backward): the best
+#: cost per size came out near 32 at H = 64, 8 at H = 256 and 2-4 at H = 512 (16 there left the LSTM's
+#: groups at 1.06 x the packed time at 78 % padding on one thread; 4: 0.9 x). With it, the LSTM's
+#: groups took 0.35-0.8 x the time of torch's packed path at 60-95 % padding for H = 64-512 and
+#: T = 64, 0.25-0.35 x at T = 256, 0.1-0.15 x at T = 1024, and 0.45-0.5 x on shuffled batches of
+#: log-normal lengths (72 % padding), where one padded batch takes 0.63-0.91 x.
+#: The GRU and RNN split only long batches past the 64-step packing share (:func:`packed_above`): at
+#: T = 64 their groups took 1.1-1.3 x the packed time where that packs, since their padded kernels
+#: cost about as much per step as the packed ones. At 81-94 % padding their groups took 0.56-0.71 x
+#: one padded batch's time at T = 1024 (H = 128; the packed path: 1.5-2.5 x) and 0.66-0.91 x at
+#: T = 256 (H = 64 and 256); at 60 % padding splitting does not pay (0.96-1.15 x), hence the packing
+#: share as the gate. None below H = 64 (LENGTH_GROUPS_FROM_HIDDEN), where a step costs little beside
+#: the call: at H = 16 and 32 the LSTM's groups took 1.0-1.5 x the time of one padded batch.
+LENGTH_GROUP_STEP_COST = 16.0
+LENGTH_GROUP_STEP_COST_HIDDEN = 128
 LENGTH_GROUPS_FROM_HIDDEN = 64
 
 
-def length_groups(lengths: list[int], step_cost: float = LENGTH_GROUP_STEP_COST) -> list[list[int]]:
+def group_step_cost(hidden_size: int) -> float:
+    """:func:`length_groups`' cost of a kernel call's step, in sequence-steps of this hidden size."""
+    return LENGTH_GROUP_STEP_COST * LENGTH_GROUP_STEP_COST_HIDDEN / hidden_size
+
+
+def length_groups(lengths: list[int], step_cost: float) -> list[list[int]]:
     """Indices into ``lengths`` split into groups, each to run as its own padded batch: runs of the
     longest-first order (equal lengths together, stable), the split that minimises the sum over
     groups of T_g * (step_cost + B_g), T_g the group's longest length and B_g its size: each padded
@@ -322,6 +335,10 @@ class RecurrentBackbone(nn.Module):
             padding = 1.0 - float(lengths.sum()) / (lengths.numel() * steps)
             if padding > packed_above(self.cell, self.hidden_size, steps=steps):
                 return self._run_packed(x, lengths, initial)
+            # Padded past where a 64-step batch packs, but too long for packing to pay: split instead.
+            long_and_padded = padding > packed_above(self.cell, self.hidden_size)
+            if long_and_padded and self.hidden_size >= LENGTH_GROUPS_FROM_HIDDEN:
+                return self._run_length_groups(x, lengths, initial)
         return self._run_per_direction(x, lengths, initial)
 
     def _run_length_groups(
@@ -330,7 +347,7 @@ class RecurrentBackbone(nn.Module):
         """x (B, T, F), lengths (B,) on the CPU -> the padded path on each of :func:`length_groups`,
         each group cut to its own longest length; outputs (B, T, D) and final states put back in the
         batch's order. Sequences do not interact, so this is exact as the padded path is."""
-        groups = length_groups(lengths.tolist())
+        groups = length_groups(lengths.tolist(), group_step_cost(self.hidden_size))
         if len(groups) == 1:
             return self._run_per_direction(x, lengths, initial)
         start = as_state(initial)
