@@ -298,9 +298,9 @@ def test_auto_runs_a_long_mostly_padded_rnn_or_gru_batch_in_length_groups(cell: 
     hidden = LENGTH_GROUPS_FROM_HIDDEN
     model = build(cell, True, 1, "auto", hidden_size=hidden)
     padding = (packed_above(cell, hidden) + packed_above(cell, hidden, steps=1024)) / 2
-    short = round(((1 - padding) * 10 * 1024 - 1024) / 9)
-    lengths = torch.tensor([short - 2, 1024, short, short - 1, short + 2, short, short + 1, short - 3, short, short + 3])
-    assert packed_above(cell, hidden, steps=1024) > 1 - lengths.sum() / (10 * 1024) > packed_above(cell, hidden)
+    short = round(((1 - padding) * 31 * 1024 - 1024) / 30)  # one full sequence, 30 about this long
+    lengths = torch.tensor([short + offset for offset in (-2, 0, -1, 2, 0, 1, -3, 0, 3, 1)] * 3 + [1024])
+    assert packed_above(cell, hidden, steps=1024) > 1 - lengths.sum() / (31 * 1024) > packed_above(cell, hidden) and short > 3
     runs: list[tuple[int, int]] = []
     original = model._run_per_direction
     monkeypatch.setattr(model, "_run_packed", lambda *args: pytest.fail("impl=auto packed a 1024-step batch it should split"))
@@ -314,10 +314,10 @@ def test_auto_runs_a_long_mostly_padded_rnn_or_gru_batch_in_length_groups(cell: 
         return (outputs, h), list(torch.autograd.grad(outputs.pow(2).sum() + h.pow(2).sum(), inputs))
 
     got, got_grads = run(lambda *args: model(args[0], args[1], initial=args[2]))
-    assert runs == [(1, 1024), (9, short + 3)]
+    assert runs == [(1, 1024), (30, short + 3)]
     expected, expected_grads = run(RecurrentBackbone._run_packed.__get__(model))
     for a, b in zip((*got, *got_grads), (*expected, *expected_grads), strict=True):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=1e-4)  # weight gradients: float32 sums over thousands of steps
 
 
 def cheapest_split_cost(lengths: list[int], step_cost: float) -> float:

@@ -101,12 +101,13 @@ def packed_above(cell: str, hidden_size: int, threads: int | None = None, steps:
 #: impl=auto on CPU: the cost of each step of each padded kernel call beyond its sequences' own, in
 #: units of one sequence's step at H = 128 (:func:`length_groups`); at other sizes it is scaled by
 #: 128 / H (:func:`group_step_cost`), since the call's own cost stays while a sequence's step grows
-#: with H. Measured (B = 32, one layer, bidirectional, 1 and 2 threads, forward + backward): the best
-#: cost per size came out near 32 at H = 64, 8 at H = 256 and 2-4 at H = 512 (16 there left the LSTM's
-#: groups at 1.06 x the packed time at 78 % padding on one thread; 4: 0.9 x). With it, the LSTM's
-#: groups took 0.35-0.8 x the time of torch's packed path at 60-95 % padding for H = 64-512 and
-#: T = 64, 0.25-0.35 x at T = 256, 0.1-0.15 x at T = 1024, and 0.45-0.5 x on shuffled batches of
-#: log-normal lengths (72 % padding), where one padded batch takes 0.63-0.91 x.
+#: with H. Measured (B = 32, one layer, bidirectional, 1 and 2 threads, forward + backward), the LSTM:
+#: with 16 at every size, the groups took 0.35-0.8 x the time of torch's packed path at 60-95 %
+#: padding for H = 64-512 and T = 64 in earlier runs, 0.25-0.35 x at T = 256, 0.1-0.15 x at
+#: T = 1024, and 0.45-0.5 x on shuffled batches of log-normal lengths (72 % padding), where one padded
+#: batch takes 0.63-0.91 x; but on a later machine 1.06 x at H = 512, 78 % padding, one thread. The
+#: best cost per size came out near 32 at H = 64, 8 at H = 256 and 2-4 at H = 512; scaled so, H = 512's
+#: groups took 0.67-0.89 x the packed time at 46-91 % padding (16: 0.79-1.06 x).
 #: The GRU and RNN split only long batches past the 64-step packing share (:func:`packed_above`): at
 #: T = 64 their groups took 1.1-1.3 x the packed time where that packs, since their padded kernels
 #: cost about as much per step as the packed ones. At 81-94 % padding their groups took 0.56-0.71 x
