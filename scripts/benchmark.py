@@ -125,9 +125,10 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 
 def matmul_rate(device: torch.device, size: int, repeats: int) -> float:
-    """FLOP/s of a (size x size) @ (size x size) float32 matmul: the yardstick for the kernels."""
+    """FLOP/s of a (size x size) @ (size x size) float32 matmul: the yardstick for the kernels. At
+    least 20 warm-up and 20 timed runs: a new process's first few took up to twice as long."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    seconds = interleaved({"matmul": lambda: a @ b}, repeats, device)["matmul"]
+    seconds = interleaved({"matmul": lambda: a @ b}, max(repeats, 20), device, warmup=20)["matmul"]
     return 2 * size**3 / seconds
 
 
