@@ -420,8 +420,8 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
     share where they cross, the padded path per length group over the packed path (the LSTM; the RNN
     and GRU where impl=auto takes it), the path impl=auto's own dispatch takes (RNN, GRU: the
     threshold rnnlab.backbones.recurrent.packed_above, length groups between the 64-step threshold
-    and it; LSTM: length groups) and so its time over the packed one's and over the fastest path's. ``directions``: unidirectional (False) and/or bidirectional
-    (True) layers."""
+    and it; LSTM: length groups) and so its time over the packed one's and over the fastest path's.
+    ``directions``: unidirectional (False) and/or bidirectional (True) layers."""
     rows = []
     for cell in GATES:
         for hidden in hiddens:
@@ -760,7 +760,8 @@ def report(results: dict[str, Any], plot: str | None) -> str:
                   f"One layer, B = {a['batch']}, T = {a['steps']}, {threads}, forward + backward with the final state in the loss. "
                   "Each cell: rnnlab's padded path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they "
                   "cross (— if they do not), the threshold above which impl=auto runs packed at this T (the LSTM: never, it runs "
-                  "length groups; the RNN and GRU run them between the 64-step threshold and this one), and the time of the path impl=auto's dispatch takes / the packed path's (<= 1: never slower than "
+                  "length groups; the RNN and GRU run them between the 64-step threshold and this one), and the time of the path "
+                  "impl=auto's dispatch takes / the packed path's (<= 1: never slower than "
                   "nn.* on packed sequences) and / the fastest path's (1: auto picked the fastest one), worst point:", "",
                   markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above",
                                   "auto / packed, worst", "auto / fastest, worst"),
