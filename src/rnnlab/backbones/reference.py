@@ -132,21 +132,18 @@ class ReferenceRecurrent(nn.Module):
         # Time-major, so that each step's slice is contiguous.
         x_proj = F.linear(x.transpose(0, 1), w_ih, b_ih + b_hh if self.additive_recurrence else b_ih)  # (T, B, gates*H)
         w_hh_t = w_hh.t()  # (H, gates*H)
-        read_states: list[torch.Tensor] | None = None
+        read: list[torch.Tensor] = []  # h_{t-1} (B, H) as each step reads it
         if self.additive_recurrence and torch.is_grad_enabled() and w_hh.requires_grad:
-            read_states = []
-            x_proj = RecurrentWeightGradient.apply(x_proj, w_hh, read_states)
+            x_proj = RecurrentWeightGradient.apply(x_proj, w_hh, read)
             w_hh_t = w_hh_t.detach()
         zeros = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(self.state_size))
         state: State = zeros if start is None else start
         # Steps every sequence reaches need no masking (one host sync per direction).
         all_valid_until = int(mask.sum(dim=1).min())
-        hidden = []
         steps_gate_values: list[GateValues] = []
         for t, x_t in enumerate(x_proj.unbind(0)):
             gate_values: GateValues | None = {} if recorder is not None else None
-            if read_states is not None:
-                read_states.append(state[0])
+            read.append(state[0])
             new_state = self.cell(x_t, state, w_hh_t, b_hh, gate_values)
             if t < all_valid_until:
                 state = new_state
@@ -154,9 +151,9 @@ class ReferenceRecurrent(nn.Module):
                 # Past a sequence's end its state stays frozen, so `state` ends as the per-sequence final.
                 valid = mask[:, t : t + 1]  # (B, 1)
                 state = tuple(torch.where(valid, new, old) for new, old in zip(new_state, state))
-            hidden.append(state[0])
             if gate_values is not None:
                 steps_gate_values.append(gate_values)
+        hidden = [*read[1:], state[0]]  # each step's h_t: what the next step reads, then the last
         if recorder is not None:
             names = steps_gate_values[0] if steps_gate_values else {}
             stacked = {gate: torch.stack([step[gate] for step in steps_gate_values], dim=1) for gate in names}
@@ -169,19 +166,19 @@ class RecurrentWeightGradient(torch.autograd.Function):
     """Identity on x_proj (T, B, gates*H) whose backward also gives W_hh (gates*H, H) its gradient
     for all steps in one matmul, as fused kernels do: with pre_t = x_proj_t + h_{t-1} W_hh^T, x_proj's
     gradient at step t is pre_t's, so dL/dW_hh = sum_t grad_t^T h_{t-1}. The loop then uses W_hh
-    detached and appends to ``read_states`` each step's h_{t-1} (B, H) as it reads it; per-step
+    detached and appends to ``read`` each step's h_{t-1} (B, H) as it reads it; per-step
     weight gradients and their T accumulations cost the LSTM at B 32, T 64, H 128 about 9 % of its
     forward + backward time (``scripts/benchmark.py``'s worst reference / fused ratio)."""
 
     @staticmethod
-    def forward(ctx: Any, x_proj: torch.Tensor, w_hh: torch.Tensor, read_states: list[torch.Tensor]) -> torch.Tensor:
-        ctx.read_states, ctx.weight_dtype = read_states, w_hh.dtype
+    def forward(ctx: Any, x_proj: torch.Tensor, w_hh: torch.Tensor, read: list[torch.Tensor]) -> torch.Tensor:
+        ctx.read, ctx.weight_dtype = read, w_hh.dtype
         return x_proj.view_as(x_proj)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        read = torch.stack(ctx.read_states).flatten(0, 1)  # (T*B, H)
+        read = torch.stack(ctx.read).flatten(0, 1)  # (T*B, H)
         grad_w_hh = torch.mm(grad.flatten(0, 1).t().to(read.dtype), read)  # (gates*H, H)
         return grad, grad_w_hh.to(ctx.weight_dtype), None
 
