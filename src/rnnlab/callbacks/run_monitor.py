@@ -38,17 +38,37 @@ class BestValidationMetrics(L.Callback):
 
 
 class DivergenceMonitor(L.Callback):
-    """Stop training at the first non-finite training loss and remember where it happened."""
+    """Stop training at the first non-finite training loss and remember where it happened.
+
+    On a GPU each step's check is read one step later (and at the end of each epoch and of
+    training), so that reading it never makes the host wait for the step's kernels: the next
+    step's work is queued by then. The step it reports is still the one whose loss diverged.
+    """
 
     def __init__(self) -> None:
         self.diverged_at_step: int | None = None
+        self._pending: tuple[torch.Tensor, int] | None = None  # (finite flag on the device, step)
 
     @property
     def diverged(self) -> bool:
         return self.diverged_at_step is not None
 
+    def _read_pending(self, trainer: L.Trainer) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and self.diverged_at_step is None and not bool(pending[0]):
+            self.diverged_at_step = pending[1]
+            trainer.should_stop = True
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
-            self.diverged_at_step = trainer.global_step
-            trainer.should_stop = True
+        self._read_pending(trainer)
+        if isinstance(loss, torch.Tensor):
+            self._pending = (torch.isfinite(loss.detach()).all(), trainer.global_step)
+            if loss.device.type == "cpu":
+                self._read_pending(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._read_pending(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._read_pending(trainer)
