@@ -20,12 +20,13 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from conftest import CLI_TIMEOUT, cli_command, cli_env, describe, file_digests, last_line
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from rnnlab.errors import UserError
-from rnnlab.sweeps.jobs import DeviceLease, SweepJob, check_sweep_trainer, job_threads, launcher_concurrency, usable_cpus
+from rnnlab.sweeps.jobs import DeviceLease, SweepJob, check_sweep_trainer, device_pool, job_threads, launcher_concurrency, usable_cpus
 from rnnlab.sweeps.optuna_search import OptunaPruning, search_space
 from rnnlab.sweeps.summary import summarize
 
@@ -130,6 +131,15 @@ def test_device_lease_is_exclusive_and_waits_for_a_free_device(tmp_path: Path) -
     assert got == [second.device]
     first.release()
     third.release()
+
+
+def test_a_device_pool_beyond_the_visible_gpus_is_a_user_error() -> None:
+    """On GPUs the pool must name devices this machine shows; on the CPU any pool is a simulation."""
+    beyond = torch.cuda.device_count()
+    with pytest.raises(UserError, match=rf"device_pool=\[{beyond}\] names GPUs this machine does not show: it shows {beyond}"):
+        device_pool([beyond], OmegaConf.create({"accelerator": "gpu"}), sweep_job(2))
+    assert device_pool([beyond], OmegaConf.create({"accelerator": "cpu"}), sweep_job(2)) == [beyond]
+    assert device_pool(2, OmegaConf.create({"accelerator": "cpu"}), sweep_job(2)) == [0, 1]
 
 
 def test_ddp_is_refused_inside_a_local_sweep_but_not_on_slurm() -> None:
@@ -249,10 +259,11 @@ def test_sweep_runs_share_a_log_dir_and_log_their_overrides_as_hparams(tmp_path:
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_sweep_gives_each_running_job_its_own_device(tmp_path: Path, launcher: str) -> None:
-    """A simulated pool of 2 devices and 3 jobs at once (DataLoader workers on): every job
-    runs, with cores // 3 threads, and no two jobs hold one device at overlapping times."""
+    """A simulated pool of 2 devices and 3 jobs at once (DataLoader workers on), training on the
+    CPU: every job runs, with cores // 3 threads, and no two jobs hold one device at overlapping times."""
     sweep_dir = tmp_path / "sweep"
     result = sweep(
+        "trainer=cpu",
         f"hydra/launcher={launcher}",
         "hydra.launcher.n_jobs=3",
         "sweep_job.device_pool=[0,1]",

@@ -121,10 +121,15 @@ def device_pool(setting: Any, trainer: DictConfig, job: SweepJob) -> list[int] |
             return None
         return list(range(torch.cuda.device_count())) or None
     if isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
-        return list(range(setting))
-    if isinstance(setting, (list, tuple, ListConfig)) and setting and all(isinstance(d, int) for d in setting):
-        return [int(d) for d in setting]
-    raise UserError(f"sweep_job.device_pool must be auto, null, a number of devices or a list of device indices; got {setting!r}")
+        pool = list(range(setting))
+    elif isinstance(setting, (list, tuple, ListConfig)) and setting and all(isinstance(d, int) for d in setting):
+        pool = [int(d) for d in setting]
+    else:
+        raise UserError(f"sweep_job.device_pool must be auto, null, a number of devices or a list of device indices; got {setting!r}")
+    visible = torch.cuda.device_count()
+    if trains_on_gpu(trainer) and any(not 0 <= d < visible for d in pool):
+        raise UserError(f"sweep_job.device_pool={setting!r} names GPUs this machine does not show: it shows {visible} (indices 0 to {visible - 1})")
+    return pool
 
 
 class DeviceLease:
