@@ -3,6 +3,7 @@
     python scripts/benchmark.py              # the full run (about 25 minutes on a 2-core CPU)
     python scripts/benchmark.py --quick      # a smoke run in under a minute: tiny sizes, one repeat
     python scripts/benchmark.py --out DIR    # where BENCHMARKS.md, benchmarks.json and the plot go (default: .)
+    python scripts/benchmark.py --device cuda   # the default where a GPU is: BENCHMARKS-cuda.md etc.
 
 Every comparison is a ratio of two measurements taken in this one process, A/B interleaved (the
 cases alternate, in a random order, within every repeat) and summarised by the median over the
@@ -137,7 +138,9 @@ def matmul_rate(device: torch.device, size: int, repeats: int) -> float:
 
 class StepSpan(L.Callback):
     """Seconds from the first training batch's start to the last one's end (checkpoints, validation
-    and Lightning's set-up and tear-down fall outside)."""
+    and Lightning's set-up and tear-down fall outside). The device is synchronised only at those two
+    points, as the plain loop is timed: a wait after every step would keep a GPU idle while the
+    host prepares the next one."""
 
     def __init__(self) -> None:
         self.start: float | None = None
@@ -149,8 +152,9 @@ class StepSpan(L.Callback):
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        synchronize(pl_module.device)
-        self.end = time.perf_counter()
+        if batch_idx == trainer.num_training_batches - 1:
+            synchronize(pl_module.device)
+            self.end = time.perf_counter()
 
     @property
     def seconds(self) -> float:
@@ -158,7 +162,8 @@ class StepSpan(L.Callback):
 
 
 def plain_loop(model: L.LightningModule, loader: Iterable[Batch], device: torch.device, batches: int, clip: float) -> None:
-    """What a user would write: batch to device, loss, backward, clip, step."""
+    """What a user would write: model and batch to device, loss, backward, clip, step."""
+    model.to(device)  # Lightning's fit moves the model back to the CPU when it ends
     optimizer = model.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     model.train()
@@ -393,16 +398,13 @@ def auto_pick(backbone: RecurrentBackbone, x: torch.Tensor, lengths: torch.Tenso
 
 def auto_sections(hiddens: list[int], shares: list[float], batch: int, steps: int, long_steps: int, repeats: int, device: torch.device) -> dict[str, Any] | None:
     """:func:`auto_paths` on one thread and on torch's default thread count (impl=auto's thresholds,
-    rnnlab.backbones.recurrent.PACKED_ABOVE_PADDING, differ between the two), and on the default
-    thread count once more for bidirectional layers of H = 128 over ``long_steps`` steps, the
-    padding shares above 0.5 only (where torch's packed path is quadratic in T). None on a GPU,
-    where both paths are cuDNN on packed sequences."""
-    if device.type != "cpu":
-        return None
+    rnnlab.backbones.recurrent.PACKED_ABOVE_PADDING, differ between the two; on a GPU once), and
+    once more for bidirectional layers of H = 128 over ``long_steps`` steps, the padding shares
+    above 0.5 only (where torch's packed path on the CPU is quadratic in T)."""
     default = torch.get_num_threads()
     sections = []
     try:
-        for threads in sorted({1, default}):
+        for threads in sorted({1, default}) if device.type == "cpu" else [default]:
             torch.set_num_threads(threads)
             sections.append(auto_paths(hiddens, shares, batch, steps, repeats, device))
     finally:
@@ -426,12 +428,12 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
     for cell in GATES:
         for hidden in hiddens:
             for bidirectional in directions:
-                backbone = RecurrentBackbone(cell=cell, hidden_size=hidden, bidirectional=bidirectional, input_size=hidden, impl="auto")
+                backbone = RecurrentBackbone(cell=cell, hidden_size=hidden, bidirectional=bidirectional, input_size=hidden, impl="auto").to(device)
                 rng = random.Random(0)
                 points = []
                 for share in shares:
-                    lengths = lengths_with_padding(share, batch, steps, rng)
-                    x = torch.randn(batch, steps, hidden)
+                    lengths = lengths_with_padding(share, batch, steps, rng)  # on the CPU, as _run_fused passes them
+                    x = torch.randn(batch, steps, hidden, device=device)
 
                     def run(path: Callable[..., Any]) -> Callable[[], None]:
                         def step() -> None:
@@ -441,7 +443,7 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
 
                     pick = auto_pick(backbone, x, lengths)
                     paths = {"padded": run(backbone._run_per_direction), "packed": run(backbone._run_packed)}
-                    if cell == "lstm" or pick == "grouped":
+                    if cell == "lstm" or pick == "grouped" or device.type == "cuda":
                         paths["grouped"] = run(backbone._run_length_groups)
                     seconds = interleaved(paths, repeats, device)
                     point = {"padding": 1 - float(lengths.sum()) / (batch * steps), "padded_over_packed": seconds["padded"] / seconds["packed"],
@@ -455,7 +457,7 @@ def auto_paths(hiddens: list[int], shares: list[float], batch: int, steps: int, 
                 else:
                     crossover = next((f"{a + (1 - r) * (b - a) / (q - r):.2f}" for (a, r), (b, q) in zip(ratios, ratios[1:]) if r <= 1 < q), None)
                 rows.append({"cell": cell, "H": hidden, "bidirectional": bidirectional, "points": points, "crossover": crossover,
-                             "auto_threshold": None if cell == "lstm" else packed_above(cell, hidden, steps=steps), "auto_over_packed_max": max(p["auto_over_packed"] for p in points),
+                             "auto_threshold": None if cell == "lstm" or device.type == "cuda" else packed_above(cell, hidden, steps=steps), "auto_over_packed_max": max(p["auto_over_packed"] for p in points),
                              "auto_over_best_max": max(p["auto_over_best"] for p in points)})
     return {"batch": batch, "steps": steps, "threads": torch.get_num_threads(), "rows": rows, "auto_over_packed_max": max(r["auto_over_packed_max"] for r in rows)}
 
@@ -543,14 +545,15 @@ def startup(overrides: list[str], repeats: int, workdir: Path) -> dict[str, Any]
 # -- freed memory ---------------------------------------------------------------------------------
 
 
-def freed_memory(overrides: list[str], steps: int, repeats: int, workdir: Path) -> dict[str, Any] | None:
+def freed_memory(overrides: list[str], steps: int, repeats: int, device: torch.device, workdir: Path) -> dict[str, Any] | None:
     """rnnlab-train's training throughput (throughput/train_tokens_per_s: the median of its points
     after the first, every ``steps // 4`` steps) and its peak resident memory, with freed memory
     kept for reuse (keep_freed_memory=true, the default) and given back to the system (false, the
     C library's defaults). Each run is a process of its own: malloc's default, an mmap threshold
     that adapts to the blocks freed, cannot be restored inside one. None where the C library is
-    not glibc (the setting changes nothing there)."""
-    if glibc() is None:
+    not glibc (the setting changes nothing there) and on a GPU (training's tensors are not in
+    host memory)."""
+    if glibc() is None or device.type != "cpu":
         return None
     every = max(1, steps // 4)
     settings = {"kept": "keep_freed_memory=true", "given_back": "keep_freed_memory=false"}
@@ -758,9 +761,10 @@ def report(results: dict[str, Any], plot: str | None) -> str:
         title = f"{threads}, long sequences (T = {a['steps']})" if a is auto.get("long") else threads
         lines += [f"## impl=auto: padded, packed or length groups, {title}", "",
                   f"One layer, B = {a['batch']}, T = {a['steps']}, {threads}, forward + backward with the final state in the loss. "
-                  "Each cell: rnnlab's padded path (impl=fused on CPU) / torch's packed path at rising padding, the padding where they "
-                  "cross (— if they do not), the threshold above which impl=auto runs packed at this T (the LSTM: never, it runs "
-                  "length groups; the RNN and GRU run them between the 64-step threshold and this one), and the time of the path "
+                  "Each cell: rnnlab's padded path (impl=fused on CPU, impl=auto on a GPU) / torch's packed path at rising padding, the padding "
+                  "where they cross (— if they do not), the threshold above which impl=auto runs packed at this T (the LSTM: never, it runs "
+                  "length groups; the RNN and GRU run them between the 64-step threshold and this one; on a GPU: never, it runs "
+                  "the padded path), and the time of the path "
                   "impl=auto's dispatch takes / the packed path's (<= 1: never slower than "
                   "nn.* on packed sequences) and / the fastest path's (1: auto picked the fastest one), worst point:", "",
                   markdown_table(("cell", "H", "directions", *(f"padded/packed at {x}" for x in shares), "crossover", "auto packs above",
@@ -770,7 +774,7 @@ def report(results: dict[str, Any], plot: str | None) -> str:
                                    fmt(r["auto_over_packed_max"], 3), fmt(r["auto_over_best_max"], 3))
                                   for r in a["rows"]]), "",
                   "Length groups (the padded path on each group of similar lengths, rnnlab.backbones.recurrent.length_groups) / "
-                  "torch's packed path, for the LSTM and wherever impl=auto splits an RNN or GRU batch (— elsewhere):", "",
+                  "torch's packed path, for the LSTM and wherever impl=auto splits an RNN or GRU batch on a CPU, for every cell on a GPU (— elsewhere):", "",
                   markdown_table(("cell", "H", "directions", *(f"groups/packed at {x}" for x in shares)),
                                  [(r["cell"], str(r["H"]), "2" if r["bidirectional"] else "1",
                                    *(fmt(pt["grouped_over_packed"], 2) if "grouped_over_packed" in pt else "—" for pt in r["points"]))
@@ -812,6 +816,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
+    # A GPU's results beside the CPU's: BENCHMARKS-cuda.md, benchmarks-cuda.json, benchmarks_scaling-cuda.png.
+    suffix = "" if device.type == "cpu" else f"-{device.type}"
     quick = args.quick
     repeats = 1 if quick else 5
     args.out.mkdir(parents=True, exist_ok=True)
@@ -824,6 +830,8 @@ def main() -> None:
 
     def done(section: str) -> None:
         print(f"benchmark: {section} done at {time.perf_counter() - clock:.0f} s", file=sys.stderr, flush=True)
+        # The sections so far, in case the run is stopped: the report is written once all are done.
+        (args.out / f"benchmarks{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -859,17 +867,17 @@ def main() -> None:
         done("data_path")
         results["startup"] = startup(tiny + ["trainer.enable_model_summary=false"], 1 if quick else 3, work)
         done("startup")
-        results["freed_memory"] = freed_memory(classifier, 8 if quick else 40, repeats, work)
+        results["freed_memory"] = freed_memory(classifier, 8 if quick else 40, repeats, device, work)
         done("freed_memory")
         axes = {"T": [16, 32], "H": [16, 32], "B": [4, 8]} if quick else {"T": [16, 32, 64, 128, 256], "H": [64, 128, 256, 512], "B": [8, 16, 32, 64, 128]}
         base = {"B": 4, "T": 16, "H": 16} if quick else {"B": 32, "T": 64, "H": 128}
         results["scaling"] = scaling(axes, base, 4096 if quick else 65536, repeats, device)
         done("scaling")
-    plot = "benchmarks_scaling.png"
+    plot = f"benchmarks_scaling{suffix}.png"
     scaling_figure(results["scaling"], args.out / plot)
-    (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (args.out / "BENCHMARKS.md").write_text(report(results, plot), encoding="utf-8")
-    print(f"wrote {args.out / 'BENCHMARKS.md'}, {args.out / 'benchmarks.json'}, {args.out / plot}")
+    (args.out / f"benchmarks{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (args.out / f"BENCHMARKS{suffix}.md").write_text(report(results, plot), encoding="utf-8")
+    print(f"wrote {args.out / f'BENCHMARKS{suffix}.md'}, {args.out / f'benchmarks{suffix}.json'}, {args.out / plot}")
 
 
 if __name__ == "__main__":

@@ -452,7 +452,7 @@ def test_lstm_padded_path_ignores_whatever_the_padding_holds(padding_value: floa
 
 
 def test_lstm_padded_path_in_half_precision_matches_packed() -> None:
-    """float16 cannot hold the float32 saturating constant (it would be inf, and 0 * inf = NaN)."""
+    """The saturating column in float16 weights (a constant past 65504 would be inf, and 0 * inf = NaN)."""
     torch.manual_seed(10)
     model = build("lstm", True, 1, "fused").half()
     x = torch.randn(4, STEPS, FEATURES).half()

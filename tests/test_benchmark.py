@@ -8,16 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from conftest import cli_env, describe
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts/benchmark.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env=cli_env(OMP_NUM_THREADS="1"), cwd=tmp_path,
+def run_quick(out: Path, device: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts/benchmark.py"), "--quick", "--out", str(out), "--device", device],
+        capture_output=True, text=True, timeout=600, env=cli_env(OMP_NUM_THREADS="1"), cwd=out,
     )
+
+
+def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
+    result = run_quick(tmp_path, "cpu")
     assert result.returncode == 0, describe(result)
     results = json.loads((tmp_path / "benchmarks.json").read_text(encoding="utf-8"))
     sections = {"machine", "matmul_flops", "overhead", "batching", "kernels", "bidirectional", "decoding", "data_path", "startup", "scaling"}
@@ -51,3 +58,19 @@ def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
     for heading in ("## Targets", "## Framework overhead", "## Recurrent kernels", "## Decoding", "## Data path", "## Start-up", "## Scaling", "## impl=auto: padded, packed or length groups, 1 thread"):
         assert heading in markdown, heading
     assert (tmp_path / "benchmarks_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quick_benchmark_on_a_gpu_writes_its_own_files(tmp_path: Path) -> None:
+    """On a GPU the results go beside the CPU's (BENCHMARKS-cuda.md, ...): CUDA memory, one impl=auto
+    section (no thread counts), no freed-memory section (host memory)."""
+    result = run_quick(tmp_path, "cuda")
+    assert result.returncode == 0, describe(result)
+    results = json.loads((tmp_path / "benchmarks-cuda.json").read_text(encoding="utf-8"))
+    assert results["machine"]["gpu"] == torch.cuda.get_device_name(0) and results["freed_memory"] is None
+    assert results["scaling"]["peak_memory"] == "CUDA max allocated"
+    assert len(results["auto"]["by_threads"]) == 1
+    assert all(point["auto"] == "padded" for row in results["auto"]["by_threads"][0]["rows"] for point in row["points"])
+    assert "## Targets" in (tmp_path / "BENCHMARKS-cuda.md").read_text(encoding="utf-8")
+    assert (tmp_path / "benchmarks_scaling-cuda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "BENCHMARKS.md").exists()

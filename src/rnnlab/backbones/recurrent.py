@@ -13,7 +13,8 @@
 
 ``impl="fused"`` runs torch.nn's kernels: on GPU the whole stack on a packed sequence (cuDNN), on CPU
 each layer and direction on the padded batch (oneDNN), both exact for every length. ``impl="auto"``
-(the default) is ``fused`` except on CPU, where it picks the faster exact path per batch: the padded
+(the default) runs the padded path on GPU too, which took 0.1-0.8 x the packed path's time on most
+benchmarked shapes (BENCHMARKS-cuda.md). On CPU it picks the faster exact path per batch: the padded
 path computes every padded step, the packed one only real steps but at a higher cost per step, which
 grows with the length. An RNN or GRU batch with more padding than :func:`packed_above` (a measured
 share per thread count, cell, hidden size and sequence length) goes packed; a batch longer than 64
@@ -28,6 +29,7 @@ runs step by step and reports every step's states and gates (:mod:`rnnlab.backbo
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -323,12 +325,12 @@ class RecurrentBackbone(nn.Module):
     ) -> tuple[torch.Tensor, FinalState]:
         """x (B, T, F) -> torch.nn's kernels, exact for every length; outputs (B, T, D), final."""
         steps = x.shape[1]
-        # Packing needs lengths on the CPU (one host sync on GPU); the all-full check then comes free.
+        # On the CPU for packing and the dispatch below (one host sync on a GPU); the all-full check then comes free.
         lengths = lengths.to("cpu", torch.int64)
         if bool((lengths == steps).all()):
             return self.rnn(x, initial)
         if x.is_cuda:
-            return self._run_packed(x, lengths, initial)
+            return self._run_per_direction(x, lengths, initial) if self.impl == "auto" else self._run_packed(x, lengths, initial)
         if self.impl == "auto" and self.cell == "lstm":
             if self.hidden_size >= LENGTH_GROUPS_FROM_HIDDEN:
                 return self._run_length_groups(x, lengths, initial)
@@ -369,7 +371,7 @@ class RecurrentBackbone(nn.Module):
     def _run_packed(
         self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None
     ) -> tuple[torch.Tensor, FinalState]:
-        """The whole stack on a PackedSequence: cuDNN's native variable-length path (fast on GPU only)."""
+        """The whole stack on a PackedSequence: torch.nn's own exact path (impl=fused on a GPU)."""
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         packed_out, final = self.rnn(packed, initial)
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
@@ -378,7 +380,7 @@ class RecurrentBackbone(nn.Module):
     def _run_per_direction(
         self, x: torch.Tensor, lengths: torch.Tensor, initial: FinalState | None
     ) -> tuple[torch.Tensor, FinalState]:
-        """Each layer and direction through the fused kernel on the padded batch (CPU, oneDNN).
+        """Each layer and direction through the fused kernel on the padded batch (oneDNN, cuDNN).
 
         Padding after a sequence's end cannot change its earlier steps, so each direction runs
         padded: the backward one on each sequence reversed within its own length. h_n is read at
@@ -387,8 +389,9 @@ class RecurrentBackbone(nn.Module):
         """
         rnn = self.rnn
         batch, steps = x.shape[0], x.shape[1]
-        valid = lengths_to_mask(lengths, steps).unsqueeze(2)  # (B, T, 1)
-        last = (torch.arange(batch), lengths - 1)
+        on_device = lengths.to(x.device)  # lengths come on the CPU (see _run_fused)
+        valid = lengths_to_mask(on_device, steps).unsqueeze(2)  # (B, T, 1)
+        last = (torch.arange(batch, device=x.device), on_device - 1)
         kernel = _KERNELS[rnn.mode]
 
         def run_direction(layer_input: torch.Tensor, name: str, start: State | None) -> tuple[torch.Tensor, State]:
@@ -400,7 +403,8 @@ class RecurrentBackbone(nn.Module):
                 hx = [part.unsqueeze(0) for part in start]
             else:
                 hx = start[0].unsqueeze(0)
-            out, *final = kernel(layer_input, hx, weights, True, 1, 0.0, self.training, False, True)  # out (B, T, H)
+            with quiet_weight_compaction(x.is_cuda):
+                out, *final = kernel(layer_input, hx, weights, True, 1, 0.0, self.training, False, True)  # out (B, T, H)
             state: State = (out[last],)
             if rnn.mode == "LSTM":
                 state += (final[1][0],)  # c after the last step: the cell state at each sequence's end
@@ -412,14 +416,27 @@ class RecurrentBackbone(nn.Module):
         return outputs, (stacked if rnn.mode == "LSTM" else stacked[0])
 
 
+@contextmanager
+def quiet_weight_compaction(on_gpu: bool) -> Iterator[None]:
+    """cuDNN copies one direction's weights, slices of the module's, into a buffer of their own at
+    each call (cheap next to the recurrence) and warns about it; the warning would come every run."""
+    if not on_gpu:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+        yield
+
+
 # torch.nn's recurrent kernels, called per layer and direction as nn.RNNBase.forward calls them.
 _KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 
 #: Added to the forget gate's and subtracted from the input gate's pre-activation at padded steps,
 #: where the input is zeroed, so the rest of the pre-activation is bias + W_hh h (|h| <= 1): far
-#: below this. sigmoid(+-1e6) is exactly 1 or 0 in float32, float64 and bfloat16; float16, whose
-#: largest number is 65504, gets its largest / 16 instead.
-SATURATING = 1e6
+#: below this. sigmoid(+-1000) is exactly 1 or 0 in every float type (float32 rounds sigmoid(z) to 1
+#: from about z = 17 and to 0 below about z = -104), and float16 holds it. Not larger: cuDNN's bfloat16 LSTM on
+#: an H100 returned NaN once the constant reached 1e5 (1e4 and below were exact).
+SATURATING = 1000.0
 
 
 def with_cell_state_kept_at_padding(
@@ -436,10 +453,9 @@ def with_cell_state_kept_at_padding(
     outputs, so gradients are those of the sequences alone.
     """
     hidden = w_ih.shape[0] // 4
-    saturating = min(SATURATING, torch.finfo(w_ih.dtype).max / 16)
     column = w_ih.new_zeros(4 * hidden, 1)
-    column[:hidden] = -saturating
-    column[hidden : 2 * hidden] = saturating
+    column[:hidden] = -SATURATING
+    column[hidden : 2 * hidden] = SATURATING
     padded = (~valid).to(x.dtype)  # (B, T, 1)
     # Zeroed, so that whatever the caller padded with (huge values, inf, NaN) cannot outweigh the column.
     return torch.cat([x.masked_fill(~valid, 0.0), padded], dim=2), torch.cat([w_ih, column], dim=1)
