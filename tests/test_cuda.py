@@ -187,24 +187,28 @@ def scalar_tags(run_dir: Path) -> set[str]:
     return set(events.Tags()["scalars"])
 
 
-@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
-def test_train_on_the_gpu_in_each_precision(tmp_path: Path, sentiment_files: dict[str, Path], precision: str) -> None:
-    """``trainer=gpu`` with a bidirectional LSTM: the run completes with finite metrics, records the
-    GPU in run_info.json and logs its CUDA memory high-water mark."""
+def train_on_the_gpu(tmp_path: Path, sentiment_files: dict[str, Path], *overrides: str) -> Path:
+    """``rnnlab-train trainer=gpu`` on the tiny sentiment files -> its run directory."""
     run_dir = tmp_path / "run"
     result = run_cli(
         "train",
         *text_csv_args(sentiment_files["train"], sentiment_files["val"], sentiment_files["test"]),
         *TINY_OVERRIDES,
         "trainer=gpu",
-        f"trainer.precision={precision}",
-        "trainer.max_epochs=2",
-        "model.backbone.cell=lstm",
-        "model.backbone.bidirectional=true",
+        *overrides,
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, describe(result)
+    return run_dir
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
+def test_train_on_the_gpu_in_each_precision(tmp_path: Path, sentiment_files: dict[str, Path], precision: str) -> None:
+    """``trainer=gpu`` with a bidirectional LSTM: the run completes with finite metrics, records the
+    GPU in run_info.json and logs its CUDA memory high-water mark."""
+    overrides = ("trainer.max_epochs=2", "model.backbone.cell=lstm", "model.backbone.bidirectional=true")
+    run_dir = train_on_the_gpu(tmp_path, sentiment_files, f"trainer.precision={precision}", *overrides)
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["status"] == "completed"
     assert math.isfinite(metrics["test/loss"]) and 0.0 <= metrics["test/acc"] <= 1.0
@@ -215,17 +219,7 @@ def test_train_on_the_gpu_in_each_precision(tmp_path: Path, sentiment_files: dic
 
 def test_predict_on_the_gpu_equals_predict_on_the_cpu(tmp_path: Path, sentiment_files: dict[str, Path]) -> None:
     """A checkpoint trained on the GPU predicts the same labels and probabilities on either device."""
-    run_dir = tmp_path / "run"
-    result = run_cli(
-        "train",
-        *text_csv_args(sentiment_files["train"], sentiment_files["val"], sentiment_files["test"]),
-        *TINY_OVERRIDES,
-        "trainer=gpu",
-        "trainer.max_epochs=1",
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, describe(result)
+    run_dir = train_on_the_gpu(tmp_path, sentiment_files, "trainer.max_epochs=1")
     texts = [text for text, _ in read_csv_rows(sentiment_files["test"])]
     inputs = write_lines(tmp_path / "inputs.txt", texts)
     records = {}

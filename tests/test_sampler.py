@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import pickle
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 
-from rnnlab.data.sampler import BucketBatchSampler, padding_ratio
+import rnnlab.data.sampler as sampler_module
+from rnnlab.data.sampler import BucketBatchSampler, cut_by_tokens, padding_ratio
 from rnnlab.errors import UserError
 
 
@@ -169,6 +171,74 @@ def _check_budget(batches: list[list[int]], lengths: list[int], max_tokens: int,
         assert _padded_tokens(batch, lengths) <= max_tokens or len(batch) <= least, batch
 
 
+def _cuts(n: int) -> Iterator[list[int]]:
+    """Every way to cut n items in order: the sizes of the batches."""
+    if n == 0:
+        yield []
+        return
+    for first in range(1, n + 1):
+        for rest in _cuts(n - first):
+            yield [first, *rest]
+
+
+@pytest.mark.parametrize("batch_cost", [0, 3, 256])
+@pytest.mark.parametrize(("step", "least"), [(1, 1), (2, 2), (1, 3)])
+@pytest.mark.parametrize("seed", range(6))
+def test_cut_by_tokens_is_the_cheapest_allowed_cut(seed: int, step: int, least: int, batch_cost: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against brute force over every cut of up to 9 examples (sorted or not): the batches are
+    allowed (budget, cap, least + a multiple of step, the over-budget least-batch, the short
+    remainder last) and no allowed cut computes fewer padded tokens plus the per-batch cost."""
+    monkeypatch.setattr(sampler_module, "BATCH_COST_SHARE", 0.0)
+    monkeypatch.setattr(sampler_module, "BATCH_COST_LEAST", batch_cost)
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 12) for _ in range(rng.randint(1, 9))]
+    indices = list(range(len(lengths))) if seed % 2 else sorted(range(len(lengths)), key=lengths.__getitem__)
+    max_tokens, cap = rng.randint(8, 30), rng.randint(3, 6)
+    cap -= cap % step
+
+    def allowed(sizes: list[int]) -> bool:
+        start = 0
+        for number, size in enumerate(sizes):
+            longest = max(lengths[i] for i in indices[start : start + size])
+            last = number == len(sizes) - 1
+            shaped = size >= least and (size - least) % step == 0 and size <= cap
+            if not ((shaped and (size * longest <= max_tokens or size == least)) or (last and size < least)):
+                return False
+            start += size
+        return True
+
+    def cost(sizes: list[int]) -> float:
+        batches, start = [], 0
+        for size in sizes:
+            batches.append(indices[start : start + size])
+            start += size
+        return sum(_padded_tokens(b, lengths) for b in batches) + len(batches) * batch_cost
+
+    got = cut_by_tokens(indices, lengths, max_tokens, cap, step=step, least=least)
+    sizes = [len(batch) for batch in got]
+    assert _flat(got) == indices and allowed(sizes)
+    assert cost(sizes) == pytest.approx(min(cost(c) for c in _cuts(len(indices)) if allowed(c)))
+
+
+def test_token_budget_cuts_a_long_tail_tighter_than_greedy_cutting() -> None:
+    """Whole-article-like lengths (log-normal, 100 to 5,000 steps): filling each batch in turn
+    pads its last examples to a much longer one; the cheapest cut pads under 3 %."""
+    rng = random.Random(1)
+    lengths = sorted(min(5000, max(100, round(rng.lognormvariate(6.0, 0.6)))) for _ in range(1800))
+    order = list(range(len(lengths)))
+    greedy, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < 256 and (end - start + 1) * lengths[end] <= 40000:
+            end += 1
+        greedy.append(order[start:end])
+        start = end
+    cut = cut_by_tokens(order, lengths, 40000, 256)
+    assert padding_ratio(greedy, lengths) > 0.05
+    assert padding_ratio(cut, lengths) <= 0.03
+    assert len(cut) < 2 * len(greedy)
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_token_budget_respected_with_cap_and_every_index_once(shuffle: bool) -> None:
     lengths = LENGTHS[:1000] + [700, 900]  # two examples longer than the budget
@@ -196,8 +266,6 @@ def test_token_budget_gives_short_sequences_bigger_batches(shuffle: bool) -> Non
 
 
 def test_token_budget_is_deterministic_per_seed_and_epoch_and_len_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    import rnnlab.data.sampler as sampler_module
-
     options = dict(batch_size=64, max_tokens=800, pool_size=5)
     a, b = BucketBatchSampler(LENGTHS, seed=3, **options), BucketBatchSampler(LENGTHS, seed=3, **options)
     epochs = []
