@@ -830,7 +830,7 @@ def main() -> None:
 
     def done(section: str) -> None:
         print(f"benchmark: {section} done at {time.perf_counter() - clock:.0f} s", file=sys.stderr, flush=True)
-        # The sections so far, in case the run is stopped: the report is written once all are done.
+        # The sections so far, so that a stopped run keeps them; after the last, the whole JSON.
         (args.out / f"benchmarks{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -875,7 +875,6 @@ def main() -> None:
         done("scaling")
     plot = f"benchmarks_scaling{suffix}.png"
     scaling_figure(results["scaling"], args.out / plot)
-    (args.out / f"benchmarks{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (args.out / f"BENCHMARKS{suffix}.md").write_text(report(results, plot), encoding="utf-8")
     print(f"wrote {args.out / f'BENCHMARKS{suffix}.md'}, {args.out / f'benchmarks{suffix}.json'}, {args.out / plot}")
 

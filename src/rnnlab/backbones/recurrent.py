@@ -433,9 +433,9 @@ _KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "R
 
 #: Added to the forget gate's and subtracted from the input gate's pre-activation at padded steps,
 #: where the input is zeroed, so the rest of the pre-activation is bias + W_hh h (|h| <= 1): far
-#: below this. sigmoid(+-1000) is exactly 1 or 0 in every float type (float32 rounds sigmoid(z) to 1
-#: from about z = 17 and to 0 below about z = -104), and float16 holds it. Not larger: cuDNN's bfloat16 LSTM on
-#: an H100 returned NaN once the constant reached 1e5 (1e4 and below were exact).
+#: below this. sigmoid(+-1000) is exactly 1 or 0 in every float type (float32 rounds sigmoid(z) to
+#: 1 from about z = 17 and to 0 below about z = -104), and float16 holds it. Not larger: cuDNN's
+#: bfloat16 LSTM on an H100 returned NaN once the constant reached 1e5 (1e4 and below were exact).
 SATURATING = 1000.0
 
 
