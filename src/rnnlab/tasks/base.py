@@ -63,7 +63,9 @@ class RecurrentTask(L.LightningModule):
         self.optimizer_config = optimizer
         self.scheduler_config = scheduler or None
         # Keyed "<stage>_padding": ModuleDict keys may not shadow Module attributes such as ``train``.
-        self.padding_ratio = nn.ModuleDict({f"{stage}_padding": MeanMetric() for stage in STAGES})
+        # The mean of every step's padded flag: no NaN to check for, so no check (on a GPU, each
+        # check waits for the step's kernels).
+        self.padding_ratio = nn.ModuleDict({f"{stage}_padding": MeanMetric(nan_strategy="disable") for stage in STAGES})
         # The epoch's val/test loss, weighted by loss_weight. A metric rather than a tensor logged
         # with sync_dist: Lightning averages a logged tensor's summed batch sizes across DDP ranks
         # in an integer tensor, truncating (122 + 183) / 2 to 152 when the ranks' weights differ.
@@ -157,7 +159,7 @@ class RecurrentTask(L.LightningModule):
             # Synced over ranks (its states are sums): the mean over every rank's items.
             self.log_epoch_value(f"{stage}/loss", epoch_loss, prog_bar=True)
         ratio = self.padding_ratio[f"{stage}_padding"]
-        ratio.update((~batch.mask).float().mean(), weight=batch.mask.numel())
+        ratio.update((~batch.mask).float())  # (B, T): 1 at padded steps
         self.log_epoch_value(f"{stage}/padding_ratio", ratio)
         # Only where Lightning writes step values to the loggers (every log_every_n_steps): each
         # self.log call costs Lightning about a millisecond, and the learning rate shows nowhere else.

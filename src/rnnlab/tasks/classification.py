@@ -70,19 +70,23 @@ class SequenceClassifier(RecurrentTask):
         )
         weights = class_weights_from(class_weights, data_spec["label_counts"])
         self.register_buffer("class_weights", weights if weights is not None else torch.ones(num_classes))
+        # validate_args=False: labels come from the data's own label set; torchmetrics' check of them
+        # (torch.unique) would cost every step a host sync on a GPU.
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_metrics": MetricCollection(
                     {
-                        "acc": MulticlassAccuracy(num_classes, average="micro"),
-                        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+                        "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+                        "f1_macro": MulticlassF1Score(num_classes, average="macro", validate_args=False),
                     },
                     prefix=f"{stage}/",
                 )
                 for stage in STAGES
             }
         )
-        self.confusion = nn.ModuleDict({f"{stage}_confusion": MulticlassConfusionMatrix(num_classes) for stage in ("val", "test")})
+        self.confusion = nn.ModuleDict(
+            {f"{stage}_confusion": MulticlassConfusionMatrix(num_classes, validate_args=False) for stage in ("val", "test")}
+        )
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """inputs (B, T) or (B, T, F), lengths (B,), mask (B, T) -> logits (B, C)."""

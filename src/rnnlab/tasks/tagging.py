@@ -72,9 +72,11 @@ class SequenceTagger(RecurrentTask):
             raise UserError(f"tagging needs at least 2 tags in the training data; found {self.labels}")
         constraints = allowed_transitions(self.labels, self.scheme) if constrained and self.scheme else None
         self.head = TaggingHead(self.backbone.output_size, num_tags, decoder, head_dropout, constraints)
-        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_tags, average="micro") for s in STAGES})
+        # validate_args=False: tags come from the data's own tag set (torchmetrics' check of them,
+        # torch.unique, would cost every step a host sync on a GPU).
+        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_tags, average="micro", validate_args=False) for s in STAGES})
         self.spans = nn.ModuleDict({f"{s}_spans": SpanF1(self.labels, self.scheme) for s in STAGES}) if self.scheme else None
-        self.test_confusion = MulticlassConfusionMatrix(num_tags)
+        self.test_confusion = MulticlassConfusionMatrix(num_tags, validate_args=False)
         self._examples: list[tuple[list[int], list[int], list[int]]] = []
 
     @property
