@@ -396,7 +396,7 @@ def auto_pick(backbone: RecurrentBackbone, x: torch.Tensor, lengths: torch.Tenso
     return taken[0]
 
 
-def auto_sections(hiddens: list[int], shares: list[float], batch: int, steps: int, long_steps: int, repeats: int, device: torch.device) -> dict[str, Any] | None:
+def auto_sections(hiddens: list[int], shares: list[float], batch: int, steps: int, long_steps: int, repeats: int, device: torch.device) -> dict[str, Any]:
     """:func:`auto_paths` on one thread and on torch's default thread count (impl=auto's thresholds,
     rnnlab.backbones.recurrent.PACKED_ABOVE_PADDING, differ between the two; on a GPU once), and
     once more for bidirectional layers of H = 128 over ``long_steps`` steps, the padding shares
@@ -754,11 +754,11 @@ def report(results: dict[str, Any], plot: str | None) -> str:
               "{bucketed:.1%} bucketed), H = {hidden}, one forward + backward pass over all:".format(
                   sequences=b["sequences"], naive=b["naive_padding"], batch=b["batch"], bucketed=b["bucketed_padding"], hidden=b["hidden"]), "",
               markdown_table(("path", "seconds", "relative to packed"), [(k, fmt(v), fmt(b["relative_to_packed"][k])) for k, v in b["seconds"].items()]), ""]
-    auto = results["auto"] or {}
-    for a in [*auto.get("by_threads", []), *([auto["long"]] if "long" in auto else [])]:
+    auto = results["auto"]
+    for a in [*auto["by_threads"], auto["long"]]:
         shares = [f"{point['padding']:.0%}" for point in a["rows"][0]["points"]]
         threads = f"{a['threads']} thread{'s' if a['threads'] > 1 else ''}"
-        title = f"{threads}, long sequences (T = {a['steps']})" if a is auto.get("long") else threads
+        title = f"{threads}, long sequences (T = {a['steps']})" if a is auto["long"] else threads
         lines += [f"## impl=auto: padded, packed or length groups, {title}", "",
                   f"One layer, B = {a['batch']}, T = {a['steps']}, {threads}, forward + backward with the final state in the loss. "
                   "Each cell: rnnlab's padded path (impl=fused on CPU, impl=auto on a GPU) / torch's packed path at rising padding, the padding "

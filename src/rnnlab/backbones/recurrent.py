@@ -389,7 +389,7 @@ class RecurrentBackbone(nn.Module):
         """
         rnn = self.rnn
         batch, steps = x.shape[0], x.shape[1]
-        on_device = lengths.to(x.device)  # lengths come on the CPU (see _run_fused)
+        on_device = lengths.to(x.device)  # lengths come on the CPU (see _run_fused): copied once, not per direction
         valid = lengths_to_mask(on_device, steps).unsqueeze(2)  # (B, T, 1)
         last = (torch.arange(batch, device=x.device), on_device - 1)
         kernel = _KERNELS[rnn.mode]
@@ -411,7 +411,7 @@ class RecurrentBackbone(nn.Module):
             return out.masked_fill(~valid, 0.0), state
 
         outputs, stacked = run_stacked(
-            x, lengths, rnn.num_layers, self.num_directions, rnn.dropout, self.training, run_direction, as_state(initial)
+            x, on_device, rnn.num_layers, self.num_directions, rnn.dropout, self.training, run_direction, as_state(initial)
         )
         return outputs, (stacked if rnn.mode == "LSTM" else stacked[0])
 

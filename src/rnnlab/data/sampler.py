@@ -266,8 +266,9 @@ def cut_by_tokens(
     """Cut ``indices`` in order into batches under a token budget: of the cuts whose every batch has
     ``len(batch) * max(lengths of batch) <= max_tokens``, at most ``cap`` examples and ``least`` plus
     a multiple of ``step``, the one that computes the fewest padded steps plus ``max(BATCH_COST_SHARE
-    * max_tokens, BATCH_COST_LEAST)`` per batch (dynamic programming over the cut points; cutting greedily, each batch
-    as long as fits, leaves a long-tailed length distribution's batches padded at their ends). A
+    * max_tokens, BATCH_COST_LEAST)`` per batch (dynamic programming over the cut points; cutting
+    greedily, each batch as long as fits, leaves a long-tailed length distribution's batches padded
+    at their ends). A
     batch of ``least`` examples may pass the budget (a single over-long example is a batch alone),
     and the last batch may hold fewer (what is left). On length-sorted ``indices`` the batches are
     tight length buckets."""
