@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,6 +234,15 @@ def run_script(
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed console script ``name`` (e.g. ``rnnlab-train``)."""
     return run_command([str(console_script(name)), *map(str, args)], cwd, env, timeout)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """One JSON object per non-empty line (rnnlab-predict's output)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:

@@ -33,8 +33,10 @@ from conftest import (
     describe,
     file_digests,
     flipped,
+    json_lines,
     last_line,
     read_csv_rows,
+    read_json,
     run_cli,
     run_command,
     run_script,
@@ -50,14 +52,6 @@ from rnnlab.cli.malloc import glibc
 SEED = 0
 #: What the module fixtures return: paths, CompletedProcess, parsed metrics.
 Run = dict[str, Any]
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 # =============================================================================================

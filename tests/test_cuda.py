@@ -11,7 +11,6 @@ as on CI: run ``pytest tests/test_cuda.py`` on a GPU machine.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY_OVERRIDES, describe, read_csv_rows, run_cli, text_csv_args, write_lines
+from conftest import TINY_OVERRIDES, describe, json_lines, read_csv_rows, read_json, run_cli, text_csv_args, write_lines
 from rnnlab.backbones import RecurrentBackbone
 from rnnlab.callbacks import DivergenceMonitor
 from rnnlab.heads.crf import LinearChainCRF
@@ -177,10 +176,6 @@ def test_crf_on_cuda_matches_the_cpu() -> None:
 # -- the command line on a GPU -------------------------------------------------------------------
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def scalar_tags(run_dir: Path) -> set[str]:
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
@@ -226,7 +221,7 @@ def test_predict_on_the_gpu_equals_predict_on_the_cpu(tmp_path: Path, sentiment_
     for device in ("cpu", "cuda"):
         result = run_cli("predict", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"input_file={inputs}", f"device={device}", cwd=tmp_path)
         assert result.returncode == 0, describe(result)
-        records[device] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        records[device] = json_lines(result.stdout)
     assert len(records["cuda"]) == len(texts)
     for on_gpu, on_cpu in zip(records["cuda"], records["cpu"], strict=True):
         assert on_gpu["label"] == on_cpu["label"]

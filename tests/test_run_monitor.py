@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-from conftest import TINY_OVERRIDES, describe, run_cli
+from conftest import TINY_OVERRIDES, describe, read_json, run_cli
 from rnnlab.callbacks import DivergenceMonitor
 
 
@@ -52,6 +51,6 @@ def test_rnnlab_train_reports_a_diverged_run(tmp_path: Path) -> None:
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_json(run_dir / "metrics.json")
     assert metrics["status"] == "diverged", describe(result)
     assert 1 <= metrics["diverged_at_step"] < 3 * 8

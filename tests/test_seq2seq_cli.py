@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CLI_TIMEOUT, cli_command, cli_env, describe, last_line, run_cli, run_command, write_lines
+from conftest import CLI_TIMEOUT, cli_command, cli_env, describe, last_line, read_json, run_cli, run_command, write_lines
 
 Run = dict[str, Any]
 Pairs = list[tuple[str, str]]
@@ -57,10 +57,6 @@ def reversal_pairs(n: int, rng: random.Random) -> Pairs:
 
 def write_pairs(path: Path, pairs: Pairs) -> Path:
     return write_lines(path, [f"{source}\t{target}" for source, target in pairs])
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

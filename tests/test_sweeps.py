@@ -16,12 +16,11 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import optuna
 import pytest
 import torch
-from conftest import CLI_TIMEOUT, cli_command, cli_env, describe, file_digests, last_line
+from conftest import CLI_TIMEOUT, cli_command, cli_env, describe, file_digests, last_line, read_json
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -45,10 +44,6 @@ TINY_JOB = (
     "logger=none",
 )
 ENV = cli_env(OMP_NUM_THREADS="1")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
 
 
 def sweep(*args: object, cwd: Path, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY_OVERRIDES, describe, ner_splits, run_cli, write_conll, write_lines
+from conftest import TINY_OVERRIDES, describe, ner_splits, read_json, run_cli, write_conll, write_lines
 
 Run = dict[str, Any]
 TAGGER_OVERRIDES = (
@@ -26,10 +26,6 @@ TAGGER_OVERRIDES = (
     "trainer.max_epochs=6",
     "seed=0",
 )
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
