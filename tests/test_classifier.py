@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import Logger
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -307,6 +308,67 @@ def test_logged_padding_ratio_is_padded_steps_over_all_steps() -> None:
     assert abs(sum(per_batch) / len(per_batch) - expected) > 1e-4
     assert float(trainer.callback_metrics["val/padding_ratio"]) == pytest.approx(expected, abs=1e-6)
     assert 0.0 < expected < 1.0
+
+
+class MemoryLogger(Logger):
+    """Every point Lightning writes: (x, {name: value})."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.points.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class StepLossesThenStop(L.Callback):
+    """Each optimizer step's loss and learning rate (as the step used it); stops training after step ``stop_at``."""
+
+    def __init__(self, stop_at: int) -> None:
+        self.stop_at = stop_at
+        self.losses: dict[int, float] = {}
+        self.rates: dict[int, float] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.rates[trainer.global_step + 1] = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.losses[trainer.global_step] = float(outputs["loss"])
+        if trainer.global_step == self.stop_at:
+            trainer.should_stop = True
+
+
+def test_train_loss_and_lr_are_those_of_each_written_step() -> None:
+    """train/loss and train/lr are logged only at the steps Lightning writes (every
+    log_every_n_steps, and the step where a callback stops training), with that step's own values:
+    never a value left over from an earlier step, and the rate as the step used it (the per-step
+    scheduler has moved it on by the batch's end)."""
+    cfg = compose_config(*SMALL, "trainer.log_every_n_steps=3", "trainer.max_epochs=3", "model/scheduler=cosine",
+                         "model.scheduler.interval=step", "model.scheduler.T_max=20")
+    datamodule, model = build(cfg)
+    recorder, logger = StepLossesThenStop(stop_at=7), MemoryLogger()
+    trainer = make_trainer(cfg, callbacks=[recorder])
+    trainer.loggers = [logger]
+    trainer.fit(model, datamodule=datamodule)
+    written = {x: point for x, point in logger.points if "train/loss" in point}
+    # The k-th step's values at x = k - 1: steps 3 and 6 (every 3), then 7 (the stop).
+    assert sorted(written) == [2, 5, 6]
+    for x, point in written.items():
+        assert point["train/loss"] == pytest.approx(recorder.losses[x + 1], abs=1e-6)
+        assert point["train/lr"] == pytest.approx(recorder.rates[x + 1], rel=1e-6)
+    assert len({point["train/lr"] for point in written.values()}) == 3, "the scheduler moves the rate every step"
+    assert float(trainer.progress_bar_metrics["train/loss"]) == pytest.approx(recorder.losses[7], abs=1e-6)
 
 
 def test_validate_logs_accuracy_that_matches_the_predictions() -> None:

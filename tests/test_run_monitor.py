@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import TINY_OVERRIDES, describe, read_json, run_cli
 from rnnlab.callbacks import DivergenceMonitor
@@ -54,3 +56,9 @@ def test_rnnlab_train_reports_a_diverged_run(tmp_path: Path) -> None:
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["status"] == "diverged", describe(result)
     assert 1 <= metrics["diverged_at_step"] < 3 * 8
+    # The stop makes Lightning write that step's values, whatever log_every_n_steps says: the
+    # diverged loss itself, at Lightning's x = step - 1.
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    losses = {event.step: event.value for event in events.Scalars("train/loss")}
+    assert not math.isfinite(losses[metrics["diverged_at_step"] - 1])

@@ -78,6 +78,8 @@ class RecurrentTask(L.LightningModule):
         self.run_config: dict[str, Any] | None = None
         # Names registered with Lightning this epoch by log_epoch_value, per stage.
         self._registered: dict[str, set[str]] = {stage: set() for stage in STAGES}
+        # This training batch's step values, logged at its end (on_train_batch_end).
+        self._step_values: dict[str, Any] | None = None
 
     @classmethod
     def check_data(cls, data_spec: dict[str, Any]) -> None:
@@ -148,24 +150,45 @@ class RecurrentTask(L.LightningModule):
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
         loss = self.compute(batch, stage)
-        train = stage == "train"
-        size = len(batch)
-        weight = self.loss_weight(batch)
-        if train:
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=weight)
+        if stage == "train":
+            # Logged at the batch's end (on_train_batch_end); the learning rate as this step used it,
+            # before a per-step scheduler moves it on.
+            self._step_values = {"train/loss": loss.detach(), "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
         else:
             epoch_loss = self.epoch_loss[f"{stage}_loss"]
-            epoch_loss.update(loss.detach(), weight=weight)
+            epoch_loss.update(loss.detach(), weight=self.loss_weight(batch))
             # Synced over ranks (its states are sums): the mean over every rank's items.
             self.log_epoch_value(f"{stage}/loss", epoch_loss, prog_bar=True)
         ratio = self.padding_ratio[f"{stage}_padding"]
         ratio.update((~batch.mask).float())  # (B, T): 1 at padded steps
         self.log_epoch_value(f"{stage}/padding_ratio", ratio)
-        # Only where Lightning writes step values to the loggers (every log_every_n_steps): each
-        # self.log call costs Lightning about a millisecond, and the learning rate shows nowhere else.
-        if train and (self.trainer.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
-            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         return loss
+
+    def _writes_step_values(self) -> bool:
+        """Whether Lightning writes this training batch's step values to the loggers: every
+        ``log_every_n_steps`` optimizer steps, when training is about to stop, and in fast_dev_run
+        (as Lightning's logger connector decides; called once the batch's optimizer step is done)."""
+        trainer = self.trainer
+        every = trainer.log_every_n_steps
+        return bool(trainer.fast_dev_run) or (every > 0 and (trainer.global_step % every == 0 or trainer.should_stop))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Log ``train/loss`` and ``train/lr`` at the steps Lightning writes, and nowhere else.
+
+        Logging every step would cost Lightning's ``self.log`` about half a millisecond of host
+        time per call, and on a GPU a wait for the step's kernels: Lightning turns every step value
+        shown in the progress bar into a number at every batch's end, and so would the loss's
+        stale value between writes. So the loss is logged as a host copy, made when it is written
+        (Lightning would wait for it then anyway), and the progress bar's loss changes at the same
+        steps. Run after the callbacks' batch end, so that a stop they request (a diverged loss,
+        the time limit) still logs the step Lightning then writes.
+        """
+        values, self._step_values = self._step_values, None
+        if values is None or not self._writes_step_values():
+            return
+        loss = values["train/loss"].cpu()
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=1)
+        self.log("train/lr", torch.tensor(float(values["train/lr"])), on_step=True, on_epoch=False, batch_size=1)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
