@@ -98,6 +98,7 @@ class GradientHealth(L.Callback):
         check_every("callbacks.gradient_health.every_n_steps", every_n_steps)
         self.every_n_steps = every_n_steps
         self._groups: dict[str, list[nn.Parameter]] = {}
+        self._parameters: list[nn.Parameter] = []
         self._norms: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's (before, after clipping)
         self._layers: dict[str, torch.Tensor] = {}
         self._reset_window()
@@ -108,13 +109,15 @@ class GradientHealth(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._groups = parameter_groups(pl_module)
+        # Listed once: walking the module tree (metrics included) each step costs more than the norm.
+        self._parameters = list(pl_module.parameters())
         self._reset_window()
 
     def _logged(self, trainer: L.Trainer, step: int) -> bool:
         return step % logging_interval(trainer, self.every_n_steps) == 0
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        grads = [p.grad for p in self._parameters if p.grad is not None]
         if not grads:
             return
         before = get_total_norm(grads)
