@@ -111,9 +111,11 @@ class RecurrentTask(L.LightningModule):
         (rnnlab.callbacks.probing). Run it in eval mode so that it draws no random numbers."""
         raise NotImplementedError
 
-    def loss_weight(self, batch: Batch) -> int:
+    def loss_weight(self, batch: Batch) -> int | torch.Tensor:
         """How many items the batch's (mean) loss averages over: examples here, target tokens for
-        token-level tasks, so that the epoch's loss is the mean over items, not over batches."""
+        token-level tasks, so that the epoch's loss is the mean over items, not over batches.
+        Token counts stay 0-dim tensors on the batch's device: reading them on the host would make
+        it wait for a GPU."""
         return len(batch)
 
     def log_epoch_value(self, name: str, value: Metric | float, prog_bar: bool = False) -> None:

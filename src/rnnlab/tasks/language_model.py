@@ -35,7 +35,7 @@ class TokenPerplexity(Metric):
         self.add_state("nll", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("tokens", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, nll: torch.Tensor, tokens: int) -> None:
+    def update(self, nll: torch.Tensor, tokens: int | torch.Tensor) -> None:
         """nll: the summed negative log-likelihood (natural log) of ``tokens`` target tokens."""
         self.nll += nll.detach().double()
         self.tokens += tokens
@@ -128,9 +128,9 @@ class LanguageModel(RecurrentTask):
         outputs, final = self.backbone(inputs, lengths, initial=initial)
         return self.projection(self.dropout(outputs)), final
 
-    def loss_weight(self, batch: Batch) -> int:
+    def loss_weight(self, batch: Batch) -> torch.Tensor:
         # Every valid input step has exactly one target token.
-        return int(batch.lengths.sum())
+        return batch.lengths.sum()
 
     @staticmethod
     def summed_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -176,9 +176,9 @@ class Seq2SeqTask(RecurrentTask):
         lengths = (gold != IGNORE_INDEX).sum(dim=1)
         return self.decoder(previous, lengths, state.rnn, memory, teacher_forcing)
 
-    def loss_weight(self, batch: Batch) -> int:
+    def loss_weight(self, batch: Batch) -> torch.Tensor:
         # The loss is a mean over target tokens (including each <eos>).
-        return int((batch.targets != IGNORE_INDEX).sum())
+        return (batch.targets != IGNORE_INDEX).sum()
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """logits (B, T, V), targets (B, T) with IGNORE_INDEX at padding -> mean (label-smoothed) cross-entropy per token."""

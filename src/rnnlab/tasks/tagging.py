@@ -110,8 +110,8 @@ class SequenceTagger(RecurrentTask):
     def emissions(self, batch: Batch) -> torch.Tensor:
         return self(batch.inputs, batch.lengths, batch.mask, batch.extras.get("chars"), batch.extras.get("char_lengths"))
 
-    def loss_weight(self, batch: Batch) -> int:
-        return int(batch.lengths.sum())
+    def loss_weight(self, batch: Batch) -> torch.Tensor:
+        return batch.lengths.sum()
 
     def probe_loss(self, batch: Batch) -> torch.Tensor:
         return self.head.loss(self.emissions(batch), batch.targets, batch.mask)
