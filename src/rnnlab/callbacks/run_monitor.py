@@ -40,14 +40,17 @@ class BestValidationMetrics(L.Callback):
 class DivergenceMonitor(L.Callback):
     """Stop training at the first non-finite training loss and remember where it happened.
 
-    On a GPU each step's check is read one step later (and at the end of each epoch and of
-    training), so that reading it never makes the host wait for the step's kernels: the next
-    step's work is queued by then. The step it reports is still the one whose loss diverged.
+    On a GPU each step's check is copied to the host asynchronously and read one step later (and
+    at the end of each epoch and of training), so that reading it never makes the host wait for the
+    step's kernels: reading a device tensor, even one computed long ago, waits for every kernel
+    queued so far, while waiting for the copy's own event waits for nothing queued after it. The
+    step it reports is still the one whose loss diverged.
     """
 
     def __init__(self) -> None:
         self.diverged_at_step: int | None = None
-        self._pending: tuple[torch.Tensor, int] | None = None  # (finite flag on the device, step)
+        # (finite flag on the host, the CUDA event its copy completes, or None: already there, step)
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
 
     @property
     def diverged(self) -> bool:
@@ -55,17 +58,30 @@ class DivergenceMonitor(L.Callback):
 
     def _read_pending(self, trainer: L.Trainer) -> None:
         pending, self._pending = self._pending, None
-        if pending is not None and self.diverged_at_step is None and not bool(pending[0]):
-            self.diverged_at_step = pending[1]
+        if pending is None:
+            return
+        finite, copied, step = pending
+        if copied is not None:
+            copied.synchronize()
+        if self.diverged_at_step is None and not bool(finite):
+            self.diverged_at_step = step
             trainer.should_stop = True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._read_pending(trainer)
-        if isinstance(loss, torch.Tensor):
-            self._pending = (torch.isfinite(loss.detach()).all(), trainer.global_step)
-            if loss.device.type == "cpu":
-                self._read_pending(trainer)
+        if not isinstance(loss, torch.Tensor):
+            return
+        finite = torch.isfinite(loss.detach()).all()
+        if not finite.is_cuda:
+            self._pending = (finite, None, trainer.global_step)
+            self._read_pending(trainer)
+            return
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(finite, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record(torch.cuda.current_stream(finite.device))  # the stream the copy was queued on
+        self._pending = (host, copied, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._read_pending(trainer)
