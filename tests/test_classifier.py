@@ -18,6 +18,7 @@ from rnnlab.batch import Batch
 from rnnlab.data import KeywordsDataModule
 from rnnlab.errors import UserError
 from rnnlab.tasks import SequenceClassifier
+from rnnlab.tasks.base import WeightedMean
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -288,6 +289,20 @@ def test_unknown_metric_raises_user_error_listing_valid_ones(model_config: dict[
     assert repr(name) in message
     for valid in ("val/loss", "val/acc", "val/f1_macro"):
         assert valid in message
+
+
+def test_weighted_mean_is_the_mean_over_items_and_a_nan_stays() -> None:
+    """Each update a mean over its weight's items (a count or a device tensor): the result weighs
+    them so, a NaN update makes it NaN (a diverged validation loss is not skipped), reset clears it."""
+    mean = WeightedMean()
+    mean.update(torch.tensor(2.0), weight=3)
+    mean.update(torch.tensor(0.5), weight=torch.tensor(1))
+    assert float(mean.compute()) == pytest.approx((2.0 * 3 + 0.5 * 1) / 4, abs=1e-7)
+    mean.update(torch.tensor(float("nan")), weight=2)
+    assert torch.isnan(mean.compute())
+    mean.reset()
+    mean.update(torch.tensor(1.5), weight=5)
+    assert float(mean.compute()) == 1.5
 
 
 def test_logged_padding_ratio_is_padded_steps_over_all_steps() -> None:

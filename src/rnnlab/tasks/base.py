@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
-from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics import Metric, MetricCollection
 
 from rnnlab import __version__
 from rnnlab.batch import Batch
@@ -29,6 +29,31 @@ def build_backbone(config: dict[str, Any], input_spec: dict[str, Any], feature_s
     if feature_size:
         sizes["feature_size"] = feature_size
     return instantiate(config, **sizes)
+
+
+class WeightedMean(Metric):
+    """sum(value * weight) / sum(weight) over every update since the last reset: each value a mean
+    over ``weight`` items (examples, tokens, steps), so the result is the mean over all the items.
+    Summed in float64 and synced across processes as sums; a NaN value makes the mean NaN.
+
+    Not torchmetrics' MeanMetric: it checks every update for NaN on the host (on a GPU, a wait for
+    the step's kernels), and told not to, it drops the weights (Lightning-AI/torchmetrics#3434).
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: int | torch.Tensor) -> None:
+        """value: a 0-dim mean over ``weight`` items (a count, or a 0-dim tensor on the value's device)."""
+        self.total += value.detach().double() * weight
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.weight).float()
 
 
 class RecurrentTask(L.LightningModule):
@@ -63,17 +88,12 @@ class RecurrentTask(L.LightningModule):
         self.optimizer_config = optimizer
         self.scheduler_config = scheduler or None
         # Keyed "<stage>_padding": ModuleDict keys may not shadow Module attributes such as ``train``.
-        # The mean of every step's padded flag: no NaN to check for, so no check (on a GPU, each
-        # check waits for the step's kernels).
-        self.padding_ratio = nn.ModuleDict({f"{stage}_padding": MeanMetric(nan_strategy="disable") for stage in STAGES})
+        # The share of padded steps over every (B, T) batch of the epoch.
+        self.padding_ratio = nn.ModuleDict({f"{stage}_padding": WeightedMean() for stage in STAGES})
         # The epoch's val/test loss, weighted by loss_weight. A metric rather than a tensor logged
         # with sync_dist: Lightning averages a logged tensor's summed batch sizes across DDP ranks
         # in an integer tensor, truncating (122 + 183) / 2 to 152 when the ranks' weights differ.
-        # nan_strategy=nan: a NaN loss makes the epoch mean NaN instead of being skipped ("disable"
-        # would do that too, but torchmetrics then ignores the weights).
-        self.epoch_loss = nn.ModuleDict(
-            {f"{stage}_loss": MeanMetric(nan_strategy=float("nan")) for stage in STAGES if stage != "train"}
-        )
+        self.epoch_loss = nn.ModuleDict({f"{stage}_loss": WeightedMean() for stage in STAGES if stage != "train"})
         # The composed run config, set by rnnlab-train and stored in every checkpoint.
         self.run_config: dict[str, Any] | None = None
         # Names registered with Lightning this epoch by log_epoch_value, per stage.
@@ -162,7 +182,7 @@ class RecurrentTask(L.LightningModule):
             # Synced over ranks (its states are sums): the mean over every rank's items.
             self.log_epoch_value(f"{stage}/loss", epoch_loss, prog_bar=True)
         ratio = self.padding_ratio[f"{stage}_padding"]
-        ratio.update((~batch.mask).float())  # (B, T): 1 at padded steps
+        ratio.update((~batch.mask).float().mean(), weight=batch.mask.numel())  # over the (B, T) steps
         self.log_epoch_value(f"{stage}/padding_ratio", ratio)
         return loss
 
