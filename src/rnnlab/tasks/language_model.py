@@ -15,33 +15,25 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import Metric
 
 from rnnlab.backbones.recurrent import FinalState
 from rnnlab.batch import IGNORE_INDEX, Batch
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
-from rnnlab.tasks.base import STAGES, RecurrentTask
+from rnnlab.tasks.base import STAGES, RecurrentTask, WeightedMean
 
 
-class TokenPerplexity(Metric):
+class TokenPerplexity(WeightedMean):
     """exp(summed negative log-likelihood / target tokens) over every update since the last reset:
     the exponential of the token-mean loss (summed in float64; synced across processes as sums)."""
 
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("nll", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("tokens", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
     def update(self, nll: torch.Tensor, tokens: int | torch.Tensor) -> None:
         """nll: the summed negative log-likelihood (natural log) of ``tokens`` target tokens."""
-        self.nll += nll.detach().double()
-        self.tokens += tokens
+        self.total += nll.detach().double()
+        self.weight += tokens
 
     def compute(self) -> torch.Tensor:
-        return torch.exp(self.nll / self.tokens).float()
+        return torch.exp(self.total / self.weight).float()
 
 
 def detach_state(state: FinalState) -> FinalState:
