@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rnnlab.backbones.char_encoder import CharWordEncoder
 from rnnlab.batch import Batch
@@ -21,7 +21,7 @@ from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
 from rnnlab.heads.tagging import TaggingHead
 from rnnlab.tag_schemes import allowed_transitions
-from rnnlab.tasks.base import STAGES, RecurrentTask
+from rnnlab.tasks.base import STAGES, RecurrentTask, WeightedMean
 from rnnlab.tasks.media import log_text, markdown_table
 from rnnlab.tasks.per_class import format_report, per_class_report, write_report
 from rnnlab.tasks.span_metrics import SpanF1
@@ -72,9 +72,9 @@ class SequenceTagger(RecurrentTask):
             raise UserError(f"tagging needs at least 2 tags in the training data; found {self.labels}")
         constraints = allowed_transitions(self.labels, self.scheme) if constrained and self.scheme else None
         self.head = TaggingHead(self.backbone.output_size, num_tags, decoder, head_dropout, constraints)
-        # validate_args=False: tags come from the data's own tag set (torchmetrics' check of them,
-        # torch.unique, would cost every step a host sync on a GPU).
-        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_tags, average="micro", validate_args=False) for s in STAGES})
+        # Token accuracy as the share of correct valid tokens: counted on the device, where
+        # torchmetrics' accuracy would select the valid tokens first (boolean indexing waits for a GPU).
+        self.accuracy = nn.ModuleDict({f"{s}_acc": WeightedMean() for s in STAGES})
         self.spans = nn.ModuleDict({f"{s}_spans": SpanF1(self.labels, self.scheme) for s in STAGES}) if self.scheme else None
         self.test_confusion = MulticlassConfusionMatrix(num_tags, validate_args=False)
         self._examples: list[tuple[list[int], list[int], list[int]]] = []
@@ -120,7 +120,9 @@ class SequenceTagger(RecurrentTask):
         emissions = self.emissions(batch)  # (B, T, C)
         loss = self.head.loss(emissions, batch.targets, batch.mask)
         predicted = self.head.decode(emissions.detach(), batch.mask)  # (B, T), -100 at padding
-        self.accuracy[f"{stage}_acc"].update(predicted[batch.mask], batch.targets[batch.mask])
+        tokens = batch.mask.sum()
+        correct = ((predicted == batch.targets) & batch.mask).sum()
+        self.accuracy[f"{stage}_acc"].update(correct.double() / tokens, weight=tokens)
         self.log_epoch_value(f"{stage}/acc", self.accuracy[f"{stage}_acc"])
         if self.spans is not None:
             self.spans[f"{stage}_spans"].update(predicted, batch.targets)
