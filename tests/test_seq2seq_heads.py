@@ -90,7 +90,7 @@ def test_teacher_forced_forward_equals_step_by_step(cell: str, attention: str) -
         inputs = torch.tensor([[BOS, 4, 5, 6], [BOS, 5, PAD, PAD]])
         lengths = torch.tensor([4, 2])
         initial = initial_state(decoder, 2)
-        logits = decoder(inputs, lengths, initial, memory)
+        logits = decoder(inputs, initial, memory)
         state = decoder.start(initial, memory)
         for step in range(4):
             step_logits, state, _ = decoder.step(inputs[:, step], state, memory)
@@ -105,12 +105,12 @@ def test_decoder_logits_do_not_depend_on_padding_or_batch_mates(input_feeding: b
     inputs = torch.tensor([[BOS, 4, 5, 6, 4], [BOS, 5, PAD, PAD, PAD], [BOS, 6, 6, PAD, PAD]])
     lengths = torch.tensor([5, 2, 3])
     initial = initial_state(decoder, 3)
-    batched = decoder(inputs, lengths, initial, memory)
+    batched = decoder(inputs, initial, memory)
     for row in range(3):
         source = int(memory.mask[row].sum())
         alone_memory = decoder.memory(memory.outputs[row : row + 1, :source], memory.mask[row : row + 1, :source], memory.summary[row : row + 1])
         target = int(lengths[row])
-        alone = decoder(inputs[row : row + 1, :target], lengths[row : row + 1], initial[:, row : row + 1], alone_memory)
+        alone = decoder(inputs[row : row + 1, :target], initial[:, row : row + 1], alone_memory)
         torch.testing.assert_close(batched[row, :target], alone[0], atol=1e-5, rtol=1e-5)
 
 

@@ -177,30 +177,30 @@ class Seq2SeqDecoder(nn.Module):
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """One step for every row: tokens (B,) the previous target tokens -> logits (B, V), the next
         state, attention weights (B, S) or None."""
-        one = torch.ones_like(tokens)
+        one = torch.ones(tokens.shape[0], dtype=torch.long)  # on the CPU, where the backbone reads lengths
         outputs, rnn_state = self.rnn(tokens.unsqueeze(1), one, features=self._features(state.feed, memory, 1), initial=state.rnn)
         attended, weights = self._read(outputs, memory)  # (B, 1, H)
         logits = self.projection(self.dropout(attended[:, 0]))
         feed = attended[:, 0] if self.input_feeding else None
         return logits, DecoderState(rnn_state, feed), None if weights is None else weights[:, 0]
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        lengths: torch.Tensor,
-        initial: State,
-        memory: Memory,
-        teacher_forcing: float = 1.0,
-    ) -> torch.Tensor:
-        """Teacher-forced logits: inputs (B, T) = <bos> y_1 .. y_{n-1} (padded), lengths (B,) -> (B, T, V).
+    def forward(self, inputs: torch.Tensor, initial: State, memory: Memory, teacher_forcing: float = 1.0) -> torch.Tensor:
+        """Teacher-forced logits: inputs (B, T) = <bos> y_1 .. y_{n-1} (padded) -> (B, T, V).
+
+        Left to right, so padding after a row's end cannot change its earlier logits: every row
+        runs all T steps, and its logits at padding are never scored. No lengths to read (on a GPU,
+        reading them on the host would wait for the encoder's kernels).
 
         ``teacher_forcing`` < 1: at each step after the first, each row feeds its own previous
         prediction (argmax, no gradient through the choice) instead of the gold token with
         probability 1 - teacher_forcing (scheduled sampling, Bengio et al. 2015).
         """
         if not self.input_feeding and teacher_forcing >= 1.0:
-            # No step depends on an earlier step's output: one fused RNN call over the whole target.
-            outputs, _ = self.rnn(inputs, lengths, features=self._features(None, memory, inputs.shape[1]), initial=initial)
+            # No step depends on an earlier step's output: one fused RNN call over the whole target,
+            # every row as long as the batch (lengths made on the CPU, where the backbone reads them).
+            batch, steps = inputs.shape
+            full = torch.full((batch,), steps, dtype=torch.long)
+            outputs, _ = self.rnn(inputs, full, features=self._features(None, memory, steps), initial=initial)
             attended, _ = self._read(outputs, memory)
             return self.projection(self.dropout(attended))
         state = self.start(initial, memory)
@@ -214,5 +214,4 @@ class Seq2SeqDecoder(nn.Module):
                     tokens = torch.where(own, logits[-1].argmax(dim=1), tokens)
             step_logits, state, _ = self.step(tokens, state, memory)
             logits.append(step_logits)
-        # Steps past a row's length ran on padding tokens; their logits are never scored.
         return torch.stack(logits, dim=1)

@@ -191,7 +191,7 @@ class LanguageModel(RecurrentTask):
         logits = self.projection(self.dropout(last))  # (B, V)
         tokens = inputs.new_full((batch, max_length), pad)
         ended = torch.zeros(batch, dtype=torch.bool, device=device)
-        one_step = torch.ones(batch, dtype=torch.long, device=device)
+        one_step = torch.ones(batch, dtype=torch.long)  # on the CPU, where the backbone reads lengths
         for step in range(max_length):
             chosen = self.choose(logits, temperature, top_k, generator)  # (B,)
             ended |= chosen == eos

@@ -173,8 +173,7 @@ class Seq2SeqTask(RecurrentTask):
         bos = gold.new_full((gold.shape[0], 1), self.target_vocab.bos_id)
         shifted = torch.cat([bos, gold[:, :-1]], dim=1)  # <bos> y_1 .. y_n
         previous = shifted.masked_fill(shifted == IGNORE_INDEX, self.target_vocab.pad_id)
-        lengths = (gold != IGNORE_INDEX).sum(dim=1)
-        return self.decoder(previous, lengths, state.rnn, memory, teacher_forcing)
+        return self.decoder(previous, state.rnn, memory, teacher_forcing)
 
     def loss_weight(self, batch: Batch) -> torch.Tensor:
         # The loss is a mean over target tokens (including each <eos>).
