@@ -286,6 +286,9 @@ class RecurrentBackbone(nn.Module):
     ) -> tuple[torch.Tensor, FinalState]:
         """inputs (B, T) long or (B, T, F) float, lengths (B,) each >= 1 -> outputs (B, T, D), final.
 
+        ``lengths`` may live on any device; the fused paths read them on the CPU, so lengths made
+        there spare a GPU run a wait for the kernels queued so far.
+
         features (B, T, feature_size) when built with ``feature_size`` > 0; initial: h_0 or
         (h_0, c_0), each (num_layers * num_directions, B, H), or None for zeros. final is
         (num_layers * num_directions, B, H), or (h_n, c_n) for the LSTM. A length of 0 may
