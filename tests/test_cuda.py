@@ -104,6 +104,18 @@ def test_every_impl_on_cuda_matches_the_cpu_on_a_padded_batch(cell: str, bidirec
     assert (got[2][pad] == 0).all(), "padding must get no gradient"
 
 
+@pytest.mark.parametrize("impl", ["auto", "fused", "reference"])
+def test_lengths_on_the_cpu_give_what_lengths_on_the_gpu_give(impl: str) -> None:
+    """forward() takes lengths on either device; the decoders and generation pass them from the
+    CPU (reading device lengths on the host waits for the GPU)."""
+    _, gpu = cpu_and_cuda("lstm", True, 2, impl)
+    x, _ = padded_features(4)
+    x = x.cuda()
+    on_device, on_host = gpu(x, LENGTHS.cuda()), gpu(x, LENGTHS)
+    for a, b in zip((on_device[0], *states(on_device[1])), (on_host[0], *states(on_host[1])), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(("cell", "bidirectional", "num_layers"), [("lstm", True, 2), ("gru", True, 1), ("rnn", False, 2)])
 def test_each_fused_path_on_cuda_matches_the_cpu(cell: str, bidirectional: bool, num_layers: int, path: str) -> None:
