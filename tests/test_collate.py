@@ -4,6 +4,7 @@ import pickle
 
 import pytest
 import torch
+from torch.utils.data._utils.pin_memory import pin_memory
 
 from rnnlab.data.collate import IGNORE_INDEX, SequenceCollator
 
@@ -91,3 +92,29 @@ def test_works_as_dataloader_collate_fn() -> None:
     batches = list(loader)
     assert [b.inputs.shape for b in batches] == [(2, 3), (2, 5)]
     assert torch.cat([b.extras["index"] for b in batches]).tolist() == [0, 1, 2, 3]
+
+
+def test_a_pinning_loader_pins_every_tensor_of_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.pin_memory=true: the DataLoader pins what its collate returns through the batch's own
+    pin_memory (a dataclass without one would pass unpinned). Pinning needs a GPU, so here it is
+    recorded instead of done; tests/test_cuda.py pins for real."""
+    examples = [
+        {"inputs": _ids(1, 2), "target": _ids(0, 1), "chars": torch.tensor([[4, 5], [6, 7]]), "char_lengths": _ids(2, 2), "index": 0},
+        {"inputs": _ids(3), "target": _ids(1), "chars": torch.tensor([[9, 0]]), "char_lengths": _ids(1), "index": 1},
+    ]
+    batch = SequenceCollator()(examples)
+    pinned: list[torch.Tensor] = []
+
+    def record(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        copy = tensor.clone()
+        pinned.append(copy)
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", record)
+    result = pin_memory(batch)  # what the DataLoader's pinning thread calls on each batch
+    tensors = [result.inputs, result.lengths, result.mask, result.targets, *result.extras.values()]
+    assert len(pinned) == len(tensors) == 7
+    assert all(any(t is p for p in pinned) for t in tensors)
+    for name in ("inputs", "lengths", "mask", "targets"):
+        assert torch.equal(getattr(result, name), getattr(batch, name))
+    assert result.extras.keys() == batch.extras.keys()

@@ -23,6 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import TINY_OVERRIDES, describe, json_lines, read_csv_rows, read_json, run_cli, text_csv_args, write_lines
 from rnnlab.backbones import RecurrentBackbone
 from rnnlab.callbacks import DivergenceMonitor
+from rnnlab.data.collate import SequenceCollator
 from rnnlab.heads.crf import LinearChainCRF
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -254,3 +255,12 @@ def test_divergence_on_a_gpu_is_read_a_step_later_but_reported_at_its_own() -> N
     late.on_train_batch_end(trainer, None, torch.tensor(float("inf"), device="cuda"), None, 0)
     late.on_train_epoch_end(trainer, None)
     assert late.diverged_at_step == 1
+
+
+def test_a_pinning_loader_hands_on_pinned_batches() -> None:
+    """data.pin_memory=true: every tensor of every batch arrives in page-locked memory."""
+    data = [{"inputs": torch.arange(1, n + 1), "target": torch.arange(n), "index": i} for i, n in enumerate([3, 1, 2, 5])]
+    loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=SequenceCollator(), pin_memory=True)
+    for batch in loader:
+        for tensor in (batch.inputs, batch.lengths, batch.mask, batch.targets, batch.extras["index"]):
+            assert tensor.is_pinned()
