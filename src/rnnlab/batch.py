@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,21 +34,21 @@ class Batch:
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
+    def map(self, apply: Callable[[Any], Any]) -> Batch:
+        """A new batch of ``apply`` on each field and on each extra (``targets`` None included)."""
+        return Batch(
+            apply(self.inputs),
+            apply(self.lengths),
+            apply(self.mask),
+            apply(self.targets),
+            {key: apply(value) for key, value in self.extras.items()},
+        )
+
     def pin_memory(self) -> Batch:
         """The batch with every tensor in page-locked memory, so that copies to a GPU run
         asynchronously: what ``DataLoader(pin_memory=True)`` (``data.pin_memory=true``) calls.
         Without this method the loader would hand the batch on unpinned."""
-
-        def pin(value: Any) -> Any:
-            return value.pin_memory() if isinstance(value, torch.Tensor) else value
-
-        return Batch(
-            pin(self.inputs),
-            pin(self.lengths),
-            pin(self.mask),
-            pin(self.targets),
-            {key: pin(value) for key, value in self.extras.items()},
-        )
+        return self.map(lambda value: value.pin_memory() if isinstance(value, torch.Tensor) else value)
 
     def first(self, n: int) -> Batch:
         """The first ``n`` examples (all of them when ``n >= len(self)``); extras that hold one entry
@@ -62,10 +63,4 @@ class Batch:
                 return value[:n]
             return value
 
-        return Batch(
-            self.inputs[:n],
-            self.lengths[:n],
-            self.mask[:n],
-            None if self.targets is None else self.targets[:n],
-            {key: cut(value) for key, value in self.extras.items()},
-        )
+        return self.map(cut)

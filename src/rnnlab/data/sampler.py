@@ -268,10 +268,9 @@ def cut_by_tokens(
     a multiple of ``step``, the one that computes the fewest padded steps plus ``max(BATCH_COST_SHARE
     * max_tokens, BATCH_COST_LEAST)`` per batch (dynamic programming over the cut points; cutting
     greedily, each batch as long as fits, leaves a long-tailed length distribution's batches padded
-    at their ends). A
-    batch of ``least`` examples may pass the budget (a single over-long example is a batch alone),
-    and the last batch may hold fewer (what is left). On length-sorted ``indices`` the batches are
-    tight length buckets."""
+    at their ends). A batch of ``least`` examples may pass the budget (a single over-long example is
+    a batch alone), and the last batch may hold fewer (what is left). On length-sorted ``indices``
+    the batches are tight length buckets."""
     n = len(indices)
     sizes = np.asarray([lengths[i] for i in indices], dtype=np.int64)
     count = np.arange(1, max(cap, least) + 1)  # a batch's possible sizes k
