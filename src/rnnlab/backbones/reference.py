@@ -106,6 +106,9 @@ class ReferenceRecurrent(nn.Module):
         ``initial``: None (zeros), or h_0 (L*dirs, B, H), or (h_0, c_0) for the LSTM, as in torch.nn.
         ``recorder``: receives every layer's and direction's per-step states and gates.
         """
+        # Steps every sequence reaches need no masking. Read before lengths move to x's device: lengths
+        # on the CPU spare a GPU wait.
+        all_valid_until = int(lengths.min())
         lengths = lengths.to(x.device)
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         outputs, stacked = run_stacked(
@@ -115,16 +118,22 @@ class ReferenceRecurrent(nn.Module):
             self.num_directions,
             self.dropout,
             self.training,
-            lambda layer_input, name, start: self._run_direction(layer_input, mask, name, start, recorder),
+            lambda layer_input, name, start: self._run_direction(layer_input, mask, all_valid_until, name, start, recorder),
             as_state(initial),
         )
         return outputs, (stacked if self.state_size > 1 else stacked[0])
 
     def _run_direction(
-        self, x: torch.Tensor, mask: torch.Tensor, name: str, start: State | None, recorder: RecurrenceRecorder | None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        all_valid_until: int,
+        name: str,
+        start: State | None,
+        recorder: RecurrenceRecorder | None,
     ) -> tuple[torch.Tensor, State]:
         """Left-to-right over x (B, T, in) from ``start`` (None: zeros) -> outputs (B, T, H) zero at
-        padding, state at each last valid step."""
+        padding, state at each last valid step. mask (B, T); ``all_valid_until``: the shortest length."""
         w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
         b_ih, b_hh = getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")
         batch = x.shape[0]
@@ -138,8 +147,6 @@ class ReferenceRecurrent(nn.Module):
             w_hh_t = w_hh_t.detach()
         zeros = tuple(x.new_zeros(batch, self.hidden_size) for _ in range(self.state_size))
         state: State = zeros if start is None else start
-        # Steps every sequence reaches need no masking (one host sync per direction).
-        all_valid_until = int(mask.sum(dim=1).min())
         steps_gate_values: list[GateValues] = []
         for t, x_t in enumerate(x_proj.unbind(0)):
             gate_values: GateValues | None = {} if recorder is not None else None
@@ -158,7 +165,9 @@ class ReferenceRecurrent(nn.Module):
             names = steps_gate_values[0] if steps_gate_values else {}
             stacked = {gate: torch.stack([step[gate] for step in steps_gate_values], dim=1) for gate in names}
             recorder.record(name, hidden, stacked, mask)
-        outputs = torch.stack(hidden, dim=1).masked_fill(~mask.unsqueeze(2), 0.0)  # (B, T, H)
+        outputs = torch.stack(hidden, dim=1)  # (B, T, H)
+        if all_valid_until < x.shape[1]:
+            outputs = outputs.masked_fill(~mask.unsqueeze(2), 0.0)
         return outputs, state
 
 

@@ -44,7 +44,7 @@ def run_stacked(
             out, state = run_direction(layer_input, f"l{layer}{suffix}", start)
             outputs.append(reverse_padded(out, lengths) if suffix else out)
             finals.append(state)
-        x = torch.cat(outputs, dim=2)  # (B, T, H * dirs)
+        x = torch.cat(outputs, dim=2) if num_directions > 1 else outputs[0]  # (B, T, H * dirs)
     return x, tuple(torch.stack(parts) for parts in zip(*finals))
 
 
