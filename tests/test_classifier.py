@@ -305,6 +305,49 @@ def test_weighted_mean_is_the_mean_over_items_and_a_nan_stays() -> None:
     assert float(mean.compute()) == 1.5
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+@pytest.mark.parametrize(
+    ("precision", "clip", "fused"),
+    [("32-true", 1.0, True), ("bf16-mixed", 0.0, True), ("bf16-mixed", 1.0, None)],
+    ids=["fp32-clipped", "mixed-unclipped", "mixed-clipped"],
+)
+def test_fused_auto_takes_the_fused_update_where_lightning_allows_it(optimizer: str, precision: str, clip: float, fused: bool | None) -> None:
+    """Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it
+    unscales inside its step): there ``fused: auto`` leaves torch's default update."""
+    cfg = compose_config(*SMALL, f"model/optimizer={optimizer}", f"trainer.precision={precision}", f"trainer.gradient_clip_val={clip}")
+    _, model = build(cfg)
+    assert cfg.model.optimizer.fused == "auto"
+    model.trainer = make_trainer(cfg)
+    assert model.configure_optimizers().param_groups[0]["fused"] is fused
+
+
+def test_fused_auto_without_a_trainer_and_beside_foreach() -> None:
+    """A plain loop calling configure_optimizers gets the fused update; ``foreach: true``, which
+    torch will not combine with it, keeps its own."""
+    _, model = build(compose_config(*SMALL))
+    assert model.configure_optimizers().param_groups[0]["fused"] is True
+    _, model = build(compose_config(*SMALL, "+model.optimizer.foreach=true"))
+    group = model.configure_optimizers().param_groups[0]
+    assert group["fused"] is None and group["foreach"] is True
+
+
+def test_fused_update_trains_as_the_loop_over_parameters() -> None:
+    """The same 4 steps with ``fused: auto`` and ``fused: false`` end at the same weights (to
+    float32 rounding: the fused kernel orders its arithmetic its own way)."""
+    weights = {}
+    for fused in ("auto", "false"):
+        cfg = compose_config(*SMALL, f"model.optimizer.fused={fused}", "trainer.max_steps=4", "trainer.limit_val_batches=0")
+        L.seed_everything(0)
+        datamodule, model = build(cfg)
+        initial = model.head.output.weight.detach().clone()
+        make_trainer(cfg).fit(model, datamodule=datamodule)
+        weights[fused] = model.state_dict()
+    assert weights["auto"].keys() == weights["false"].keys()
+    for name, value in weights["auto"].items():
+        torch.testing.assert_close(value, weights["false"][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.allclose(weights["auto"]["head.output.weight"], initial, rtol=1e-3, atol=1e-4)
+
+
 def test_logged_padding_ratio_is_padded_steps_over_all_steps() -> None:
     cfg = compose_config(*SMALL, "data.num_val=50", "data.eval_batch_size=7")
     datamodule, model = build(cfg)

