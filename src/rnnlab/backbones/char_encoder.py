@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rnnlab.backbones.recurrent import RecurrentBackbone
+from rnnlab.dropout import Dropout
 from rnnlab.errors import UserError, check_choice
 
 CHAR_CELLS = ("lstm", "gru")
@@ -51,7 +52,7 @@ class CharWordEncoder(nn.Module):
             vocab_size=num_chars,
             padding_idx=padding_idx,
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output_size = 2 * hidden_size
 
     def forward(self, chars: torch.Tensor, char_lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnlab.backbones.recording import RecurrenceRecorder
 from rnnlab.backbones.reference import ReferenceGRU, ReferenceLSTM, ReferenceRNN
 from rnnlab.backbones.stacking import State, as_state, run_stacked
+from rnnlab.dropout import Dropout
 from rnnlab.errors import UserError, check_choice
 from rnnlab.masking import lengths_to_mask
 
@@ -233,7 +234,7 @@ class RecurrentBackbone(nn.Module):
             raise UserError(f"{_key('feature_size')} must be >= 0; got {feature_size}")
         self.feature_size = feature_size
         self.embedding: nn.Embedding | None = None
-        self.embedding_dropout = nn.Dropout(embedding_dropout)  # applied to embeddings only
+        self.embedding_dropout = Dropout(embedding_dropout)  # applied to embeddings only
         if vocab_size is not None:
             _check_positive("vocab_size", vocab_size)
             _check_positive("embedding_dim", embedding_dim)

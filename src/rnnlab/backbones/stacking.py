@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
+from rnnlab.dropout import dropout as apply_dropout
 from rnnlab.masking import reverse_padded
 
 State = tuple[torch.Tensor, ...]  # (h,) or, for the LSTM, (h, c); each (B, H)
@@ -36,7 +36,7 @@ def run_stacked(
     finals: list[State] = []
     for layer in range(num_layers):
         if layer > 0:
-            x = F.dropout(x, dropout, training)
+            x = apply_dropout(x, dropout, training)
         outputs = []
         for direction, suffix in enumerate(("", "_reverse")[:num_directions]):
             layer_input = reverse_padded(x, lengths) if suffix else x

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlab.dropout import Dropout
 from rnnlab.errors import UserError
 
 
@@ -32,7 +33,7 @@ class VectorEncoder(nn.Module):
             raise UserError(f"model.backbone.dropout must be in [0, 1); got {dropout}")
         layers: list[nn.Module] = []
         for layer in range(num_layers):
-            layers += [nn.Linear(input_size if layer == 0 else hidden_size, hidden_size), nn.Tanh(), nn.Dropout(dropout)]
+            layers += [nn.Linear(input_size if layer == 0 else hidden_size, hidden_size), nn.Tanh(), Dropout(dropout)]
         self.mlp = nn.Sequential(*layers)
         self.hidden_size = hidden_size
         self.output_size = hidden_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlab.dropout import Dropout
 from rnnlab.heads.pooling import SequencePooling
 
 
@@ -16,7 +17,7 @@ class ClassificationHead(nn.Module):
     ) -> None:
         super().__init__()
         self.pooling = SequencePooling(pooling, input_size, num_directions)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output = nn.Linear(input_size, num_classes)
 
     def forward(self, outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

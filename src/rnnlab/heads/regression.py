@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlab.dropout import Dropout
 from rnnlab.heads.seq2seq import State
 
 
@@ -22,7 +23,7 @@ class DirectForecastHead(nn.Module):
         super().__init__()
         self.horizon = horizon
         self.num_targets = num_targets
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.projection = nn.Linear(input_size, horizon * num_targets)
 
     def forward(self, summary: torch.Tensor) -> torch.Tensor:
@@ -41,7 +42,7 @@ class AutoregressiveForecastDecoder(nn.Module):
     def __init__(self, rnn: nn.Module, num_targets: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.rnn = rnn
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.projection = nn.Linear(rnn.hidden_size, num_targets)
 
     def forward(

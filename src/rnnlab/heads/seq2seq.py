@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from rnnlab.dropout import Dropout
 from rnnlab.heads.attention import Attention
 
 #: A recurrent state: h (L, B, H), or (h, c) for an LSTM.
@@ -144,7 +145,7 @@ class Seq2SeqDecoder(nn.Module):
         self.input_feeding = input_feeding
         self.attention = None if attention == "none" else Attention(attention, hidden, memory_size)
         self.combine = nn.Linear(hidden + memory_size, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.projection = nn.Linear(hidden, vocab_size)
 
     def memory(self, outputs: torch.Tensor, mask: torch.Tensor, summary: torch.Tensor) -> Memory:

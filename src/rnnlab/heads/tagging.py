@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnlab.dropout import Dropout
 from rnnlab.errors import check_choice
 from rnnlab.batch import IGNORE_INDEX
 from rnnlab.heads.crf import LinearChainCRF
@@ -44,7 +45,7 @@ class TaggingHead(nn.Module):
         super().__init__()
         check_choice("model.decoder", decoder, DECODERS)
         self.decoder = decoder
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output = nn.Linear(input_size, num_tags)
         self.crf = LinearChainCRF(num_tags, constraints) if decoder == "crf" else None
 

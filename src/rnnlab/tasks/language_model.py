@@ -19,6 +19,7 @@ from torch import nn
 from rnnlab.backbones.recurrent import FinalState
 from rnnlab.batch import IGNORE_INDEX, Batch
 from rnnlab.data.vocab import Vocab
+from rnnlab.dropout import Dropout
 from rnnlab.errors import UserError
 from rnnlab.tasks.base import STAGES, RecurrentTask, WeightedMean
 
@@ -91,7 +92,7 @@ class LanguageModel(RecurrentTask):
         self.vocab = Vocab.from_dict(data_spec["input"]["vocab"])
         # Generated tokens are joined into text as the tokenizer split it.
         self.separator = "" if data_spec["input"]["tokenizer"] == "char" else " "
-        self.dropout = nn.Dropout(head_dropout)
+        self.dropout = Dropout(head_dropout)
         self.projection = nn.Linear(self.backbone.output_size, len(self.vocab))
         if tie_weights:
             embedding_dim = self.backbone.embedding.embedding_dim
