@@ -13,7 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
+import rnnlab.tasks.base
 from rnnlab.batch import Batch
 from rnnlab.data import KeywordsDataModule
 from rnnlab.errors import UserError
@@ -346,6 +348,27 @@ def test_fused_update_trains_as_the_loop_over_parameters() -> None:
     for name, value in weights["auto"].items():
         torch.testing.assert_close(value, weights["false"][name], rtol=1e-5, atol=1e-6, msg=name)
     assert not torch.allclose(weights["auto"]["head.output.weight"], initial, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("algorithm", ["norm", None])
+@pytest.mark.parametrize(("clip", "scaled"), [(1e-3, True), (1e3, False)], ids=["over", "under"])
+def test_cpu_clipping_by_norm_gives_torch_gradients_and_scales_only_over_the_limit(
+    monkeypatch: pytest.MonkeyPatch, algorithm: str | None, clip: float, scaled: bool
+) -> None:
+    """To the bit what torch's clip_grad_norm_ leaves, which scales by exactly 1 under the limit;
+    rnnlab skips that pass over the gradients. ``None`` is Lightning's default algorithm, by norm."""
+    calls = []
+    monkeypatch.setattr(rnnlab.tasks.base, "clip_grads_with_norm_", lambda *args: calls.append(args) or torch.nn.utils.clip_grads_with_norm_(*args))
+    datamodule, model = build(compose_config(*SMALL))
+    model.probe_loss(next(iter(datamodule.train_dataloader()))).backward()
+    expected = [nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    for copied, parameter in zip(expected, model.parameters()):
+        copied.grad = parameter.grad.clone()
+    torch.nn.utils.clip_grad_norm_(expected, clip)
+    model.configure_gradient_clipping(model.configure_optimizers(), clip, algorithm)
+    assert len(calls) == int(scaled)
+    for (name, parameter), reference in zip(model.named_parameters(), expected):
+        assert torch.equal(parameter.grad, reference.grad), name
 
 
 def test_logged_padding_ratio_is_padded_steps_over_all_steps() -> None:
