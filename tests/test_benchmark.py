@@ -30,7 +30,11 @@ def test_quick_benchmark_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
     sections = {"machine", "matmul_flops", "overhead", "batching", "kernels", "bidirectional", "decoding", "data_path", "startup", "scaling"}
     assert sections <= set(results), sections - set(results)
     assert results["matmul_flops"] > 0 and results["startup"]["to_first_step_s"] > 0
-    assert results["overhead"]["throughput_ratio"] > 0 and 0 <= results["data_path"]["share_of_step"]
+    assert results["overhead"]["throughput_ratio"] > 0
+    # Drawing a whole epoch, fixed-size batches and a token budget's.
+    assert set(results["data_path"]) == {"fixed_size", "token_budget"}
+    assert all(p["batches_per_epoch"] > 0 and p["share_of_step"] > 0 for p in results["data_path"].values())
+    assert "data.max_tokens=" in results["data_path"]["token_budget"]["config"]
     assert {row["cell"] for row in results["kernels"]["rows"]} == {"rnn", "lstm", "gru"}
     assert all(row["epoch_s"] > 0 and row["activation_mib"] > 0 for row in results["scaling"]["rows"])
     if sys.platform == "linux":  # peak RSS growth: /proc/self/status and glibc's mallopt

@@ -272,24 +272,31 @@ def cut_by_tokens(
     a batch alone), and the last batch may hold fewer (what is left). On length-sorted ``indices``
     the batches are tight length buckets."""
     n = len(indices)
-    sizes = np.asarray([lengths[i] for i in indices], dtype=np.int64)
+    size_list = [lengths[i] for i in indices]
+    sizes = np.asarray(size_list, dtype=np.int64)
     count = np.arange(1, max(cap, least) + 1)  # a batch's possible sizes k
     shaped = (count >= least) & ((count - least) % step == 0)
+    # Length-sorted and any size allowed (one process, the usual case): the last k examples pad to
+    # the last one's length, and every k up to the span fits: no mask (Brown POS: 0.13 s a cut, from 0.36).
+    sorted_free = least == 1 and step == 1 and bool(np.all(sizes[1:] >= sizes[:-1]))
     batch_cost = max(BATCH_COST_SHARE * max_tokens, BATCH_COST_LEAST)
     best = np.full(n + 1, np.inf)  # best[e]: the least cost of cutting indices[:e]
     best[0] = 0.0
     first = np.zeros(n + 1, dtype=np.int64)  # first[e]: where the last batch of that cut starts
     for end in range(1, n + 1):
         # Past max_tokens // (the last length) examples no batch ending here fits, but one of least.
-        span = min(end, len(count), max(least, max_tokens // max(int(sizes[end - 1]), 1)))
+        span = min(end, len(count), max(least, max_tokens // max(size_list[end - 1], 1)))
         k = count[:span]
-        tokens = k * np.maximum.accumulate(sizes[end - span : end][::-1])  # the last k, padded
-        allowed = shaped[:span] & ((tokens <= max_tokens) | (k == least))
-        if end == n:
-            allowed |= k < least
-        cost = np.where(allowed, best[end - span : end][::-1] + tokens, np.inf)
-        choice = int(np.argmin(cost))
-        best[end], first[end] = cost[choice] + batch_cost, end - k[choice]
+        if sorted_free:
+            cost = best[end - span : end][::-1] + k * size_list[end - 1]
+        else:
+            tokens = k * np.maximum.accumulate(sizes[end - span : end][::-1])  # the last k, padded
+            allowed = shaped[:span] & ((tokens <= max_tokens) | (k == least))
+            if end == n:
+                allowed |= k < least
+            cost = np.where(allowed, best[end - span : end][::-1] + tokens, np.inf)
+        choice = int(cost.argmin())
+        best[end], first[end] = cost[choice] + batch_cost, end - choice - 1
     batches: list[list[int]] = []
     end = n
     while end > 0:
