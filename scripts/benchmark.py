@@ -877,11 +877,11 @@ def main() -> None:
         seq2seq = ["data=reverse", "model=seq2seq", "data.num_train=64", "data.num_val=64", "data.num_test=8"]
         results["decoding"] = decoding(seq2seq + (["model.backbone.hidden_size=16", "model.decoder.hidden_size=16"] if quick else ["data.eval_batch_size=64"]), repeats, device)
         done("decoding")
-        # Fixed-size bucketed batches (the classifier above), and a token budget (the batching section's).
+        # Fixed-size bucketed batches (the classifier above), and a token budget (the batching section's, where it ran).
         data_cases = {"fixed_size": classifier}
-        for name, section in results["batching"].items():
-            if name in ("keywords", "brown_pos"):
-                data_cases["token_budget"] = (tiny if quick else real[name]) + section["token_budget_overrides"]
+        budget_case = "keywords" if quick else "brown_pos"
+        if budget_case in results["batching"]:
+            data_cases["token_budget"] = (tiny if quick else real[budget_case]) + results["batching"][budget_case]["token_budget_overrides"]
         results["data_path"] = {name: data_path(overrides, 8 if quick else 30, repeats, device) for name, overrides in data_cases.items()}
         done("data_path")
         results["startup"] = startup(tiny + ["trainer.enable_model_summary=false"], 1 if quick else 3, work)

@@ -296,7 +296,7 @@ def cut_by_tokens(
                 allowed |= k < least
             cost = np.where(allowed, best[end - span : end][::-1] + tokens, np.inf)
         choice = int(cost.argmin())
-        best[end], first[end] = cost[choice] + batch_cost, end - choice - 1
+        best[end], first[end] = cost[choice] + batch_cost, end - (choice + 1)  # k[choice] = choice + 1
     batches: list[list[int]] = []
     end = n
     while end > 0:
