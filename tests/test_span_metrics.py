@@ -88,8 +88,25 @@ def test_padding_is_ignored() -> None:
     preds = torch.tensor([[1, 2, 2, 3], [3, 4, 0, 1]])
     metric.update(preds, target)
     assert scores(metric) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
-    with pytest.raises(ValueError, match="tag ids"):
-        metric.update(torch.tensor([[-100, 0, 0, 0]]), target[:1])
+    metric.update(torch.tensor([[-100, 0, 0, 0]]), target[:1])
+    with pytest.raises(ValueError, match="tag ids"):  # when the held update is counted
+        metric.compute()
+
+
+def test_updates_are_held_and_counted_every_count_every_and_before_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting reads the tags on the host (a GPU wait), so it runs once per COUNT_EVERY updates."""
+    monkeypatch.setattr(SpanF1, "COUNT_EVERY", 3)
+    metric = SpanF1(LABELS, "IOB2")
+    target = encode(["B-PER", "B-LOC I-LOC O"], steps=4)
+    for held in (1, 2, 0, 1):
+        metric.update(target.clone(), target)
+        assert len(metric._held) == held
+    assert int(metric.gold.sum()) == 3 * 2  # two gold spans in each of the first three updates
+    assert scores(metric) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert int(metric.gold.sum()) == 4 * 2 and not metric._held
+    metric.update(target.clone(), target)
+    metric.reset()
+    assert not metric._held and int(metric.gold.sum()) == 0
 
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method:UserWarning")

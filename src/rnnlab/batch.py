@@ -23,6 +23,8 @@ class Batch:
     targets  (B,) class ids | (B, T) tags | (B, T') target tokens | (B, H, F') horizon values;
              None when predicting
     extras   task-specific tensors, e.g. ``index`` (B,): position of each example in its dataset
+    host     the batch as its data loader made it, on the CPU, kept when the batch moves to a GPU
+             (RecurrentTask.transfer_batch_to_device); read it through :attr:`on_host`
     """
 
     inputs: torch.Tensor
@@ -30,6 +32,14 @@ class Batch:
     mask: torch.Tensor
     targets: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Not an __init__ field: Lightning's batch transfer keeps such fields as they are, on the CPU.
+    host: Batch | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def on_host(self) -> Batch:
+        """The batch on the CPU: lengths, masks and extras read from it cost a GPU no wait for its
+        queued kernels, where reading the moved batch's would. The batch itself if it never moved."""
+        return self if self.host is None else self.host
 
     def __len__(self) -> int:
         return self.inputs.shape[0]

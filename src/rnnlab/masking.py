@@ -20,7 +20,7 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """
     batch, steps = x.shape[0], x.shape[1]
     t = torch.arange(steps, device=x.device).unsqueeze(0).expand(batch, steps)
-    lens = lengths.to(x.device).unsqueeze(1)
+    lens = lengths.to(x.device, non_blocking=True).unsqueeze(1)
     index = torch.where(t < lens, lens - 1 - t, t)  # (B, T)
     index = index.view(batch, steps, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(1, index)

@@ -56,14 +56,19 @@ class CharWordEncoder(nn.Module):
         self.output_size = 2 * hidden_size
 
     def forward(self, chars: torch.Tensor, char_lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """chars (B, T, W), char_lengths (B, T), mask (B, T) -> (B, T, 2H), zeros at padded tokens."""
-        words = chars[mask]  # (N, W): the N valid tokens of the batch
-        word_lengths = char_lengths[mask]  # (N,), each >= 1
+        """chars (B, T, W), char_lengths (B, T), mask (B, T) -> (B, T, 2H), zeros at padded tokens.
+
+        ``char_lengths`` and ``mask`` may be on the CPU while ``chars`` is on a GPU: the valid tokens
+        are then picked on the host, with no wait for the GPU's queued kernels."""
+        batch, steps, width = chars.shape
+        valid = mask.reshape(-1).nonzero().squeeze(1)  # (N,): the N valid tokens' places in (B * T)
+        word_lengths = char_lengths.reshape(-1)[valid]  # (N,), each >= 1
         # Trim the char padding that only the batch's longest word needed among the valid ones.
-        words = words[:, : int(word_lengths.max())]
+        longest = int(word_lengths.max())
+        valid = valid.to(chars.device, non_blocking=True)
+        words = chars.reshape(-1, width)[valid, :longest]  # (N, W')
         _, final = self.encoder(words, word_lengths)
         h_n = final[0] if isinstance(final, tuple) else final  # (2, N, H): forward, backward
         encoded = self.dropout(torch.cat([h_n[0], h_n[1]], dim=1))  # (N, 2H)
-        output = encoded.new_zeros(*mask.shape, self.output_size)
-        output[mask] = encoded
-        return output
+        output = encoded.new_zeros(batch * steps, self.output_size).index_copy(0, valid, encoded)
+        return output.view(batch, steps, self.output_size)

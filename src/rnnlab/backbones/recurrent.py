@@ -329,7 +329,8 @@ class RecurrentBackbone(nn.Module):
     ) -> tuple[torch.Tensor, FinalState]:
         """x (B, T, F) -> torch.nn's kernels, exact for every length; outputs (B, T, D), final."""
         steps = x.shape[1]
-        # On the CPU for packing and the dispatch below (one host sync on a GPU); the all-full check then comes free.
+        # On the CPU for packing and the dispatch below: a wait for the GPU if they come from there (tasks pass
+        # Batch.on_host's); the all-full check then comes free.
         lengths = lengths.to("cpu", torch.int64)
         if bool((lengths == steps).all()):
             return self.rnn(x, initial)
@@ -393,7 +394,8 @@ class RecurrentBackbone(nn.Module):
         """
         rnn = self.rnn
         batch, steps = x.shape[0], x.shape[1]
-        on_device = lengths.to(x.device)  # lengths come on the CPU (see _run_fused): copied once, not per direction
+        # Lengths come on the CPU (see _run_fused): copied once, not per direction, and without a wait for the GPU.
+        on_device = lengths.to(x.device, non_blocking=True)
         valid = lengths_to_mask(on_device, steps).unsqueeze(2)  # (B, T, 1)
         last = (torch.arange(batch, device=x.device), on_device - 1)
         kernel = _KERNELS[rnn.mode]

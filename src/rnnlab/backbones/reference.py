@@ -109,7 +109,7 @@ class ReferenceRecurrent(nn.Module):
         # Steps every sequence reaches need no masking. Read before lengths move to x's device: lengths
         # on the CPU spare a GPU wait.
         all_valid_until = int(lengths.min())
-        lengths = lengths.to(x.device)
+        lengths = lengths.to(x.device, non_blocking=True)
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         outputs, stacked = run_stacked(
             x,

@@ -82,24 +82,24 @@ def synchronize(device: torch.device) -> None:
 
 
 class Counter:
-    """Tokens and sequences since ``start``; token counts stay on the device until read."""
+    """Tokens and sequences since ``start``, counted on the host batch (no wait for a GPU)."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
-        self.tokens: torch.Tensor | int = 0
+        self.tokens = 0
         self.sequences = 0
         self.step_seconds = 0.0
         self.steps = 0
 
     def add(self, batch: Any) -> None:
         if isinstance(batch, Batch):
-            self.tokens = self.tokens + batch.lengths.sum()
+            self.tokens += int(batch.on_host.lengths.sum())
             self.sequences += len(batch)
 
     def rates(self, stage: str) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         return {
-            f"throughput/{stage}_tokens_per_s": float(self.tokens) / elapsed,
+            f"throughput/{stage}_tokens_per_s": self.tokens / elapsed,
             f"throughput/{stage}_sequences_per_s": self.sequences / elapsed,
         }
 

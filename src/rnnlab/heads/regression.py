@@ -55,7 +55,7 @@ class AutoregressiveForecastDecoder(nn.Module):
     ) -> torch.Tensor:
         """initial state (L, B, H) [or (h, c)], start (B, K) -> forecast (B, H, K)."""
         state, previous = initial, start
-        one = torch.ones(start.shape[0], dtype=torch.long, device=start.device)
+        one = torch.ones(start.shape[0], dtype=torch.long)  # on the CPU, where the backbone reads lengths: no GPU wait
         steps = []
         for step in range(horizon):
             outputs, state = self.rnn(previous.unsqueeze(1), one, initial=state)  # (B, 1, H)

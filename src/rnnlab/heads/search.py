@@ -60,11 +60,13 @@ def greedy_search(
 ) -> Hypotheses:
     """The most likely token at every step, for all B rows at once -> :class:`Hypotheses` with K = 1.
 
-    max_lengths (B,) tokens per row at most; banned (V,) bool.
+    max_lengths (B,) tokens per row at most, on any device (on the CPU, read with no wait for a GPU);
+    banned (V,) bool.
     """
     batch = memory.mask.shape[0]
     device = memory.mask.device
     steps = int(max_lengths.max())
+    max_lengths = max_lengths.to(device, non_blocking=True)
     tokens = torch.full((batch,), bos, dtype=torch.long, device=device)
     output = torch.full((batch, steps), pad, dtype=torch.long, device=device)
     attention = memory.outputs.new_zeros(batch, steps, memory.mask.shape[1])
@@ -116,6 +118,7 @@ def beam_search(
     batch, beams = memory.mask.shape[0], beam_size
     device = memory.mask.device
     steps = int(max_lengths.max())
+    max_lengths = max_lengths.to(device, non_blocking=True)
     rows = torch.arange(batch, device=device)
     memory = memory.repeat_interleave(beams)
     state = state.select(rows.repeat_interleave(beams))

@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy
 
 from rnnlab.batch import Batch
 from rnnlab.errors import UserError
 from rnnlab.heads import ClassificationHead
 from rnnlab.tasks.base import STAGES, RecurrentTask
+from rnnlab.tasks.confusion import ConfusionCounts, MacroF1
 from rnnlab.tasks.media import confusion_figure, log_figure, log_text, markdown_table
 from rnnlab.tasks.per_class import format_report, per_class_report, write_report
 
@@ -70,14 +71,15 @@ class SequenceClassifier(RecurrentTask):
         )
         weights = class_weights_from(class_weights, data_spec["label_counts"])
         self.register_buffer("class_weights", weights if weights is not None else torch.ones(num_classes))
-        # validate_args=False: labels come from the data's own label set; torchmetrics' check of them
-        # (torch.unique) would cost every step a host sync on a GPU.
+        # No step may wait for the GPU. validate_args=False: labels come from the data's own label set;
+        # torchmetrics' check of them (torch.unique) would sync. Macro F1 and the confusion matrix are
+        # ours (rnnlab.tasks.confusion): torchmetrics counts them with torch.bincount, which syncs too.
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_metrics": MetricCollection(
                     {
                         "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
-                        "f1_macro": MulticlassF1Score(num_classes, average="macro", validate_args=False),
+                        "f1_macro": MacroF1(num_classes),
                     },
                     prefix=f"{stage}/",
                 )
@@ -85,7 +87,7 @@ class SequenceClassifier(RecurrentTask):
             }
         )
         self.confusion = nn.ModuleDict(
-            {f"{stage}_confusion": MulticlassConfusionMatrix(num_classes, validate_args=False) for stage in ("val", "test")}
+            {f"{stage}_confusion": ConfusionCounts(num_classes) for stage in ("val", "test")}
         )
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -98,10 +100,10 @@ class SequenceClassifier(RecurrentTask):
         return F.cross_entropy(logits, targets, weight=self.class_weights)
 
     def probe_loss(self, batch: Batch) -> torch.Tensor:
-        return self.loss(self(batch.inputs, batch.lengths, batch.mask), batch.targets)
+        return self.loss(self(batch.inputs, batch.on_host.lengths, batch.mask), batch.targets)
 
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
-        logits = self(batch.inputs, batch.lengths, batch.mask)
+        logits = self(batch.inputs, batch.on_host.lengths, batch.mask)
         loss = self.loss(logits, batch.targets)
         metrics = self.metrics[f"{stage}_metrics"]
         predicted = logits.argmax(dim=-1)
@@ -140,9 +142,9 @@ class SequenceClassifier(RecurrentTask):
 
     def predict_step(self, batch: Batch, batch_idx: int = 0) -> list[dict[str, Any]]:
         """One record per example: its dataset ``index``, ``label`` and ``probs`` per class."""
-        probs = torch.softmax(self(batch.inputs, batch.lengths, batch.mask), dim=-1).cpu()
+        probs = torch.softmax(self(batch.inputs, batch.on_host.lengths, batch.mask), dim=-1).cpu()
         records = []
-        for index, row in zip(batch.extras["index"].tolist(), probs.tolist()):
+        for index, row in zip(batch.on_host.extras["index"].tolist(), probs.tolist()):
             best = max(range(len(row)), key=row.__getitem__)
             records.append(
                 {"index": index, "label": self.labels[best], "probs": {lab: round(p, 6) for lab, p in zip(self.labels, row)}}

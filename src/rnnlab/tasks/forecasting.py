@@ -122,14 +122,14 @@ class Forecaster(RecurrentTask):
         return forecast + last.unsqueeze(1) if self.relative else forecast
 
     def probe_loss(self, batch: Batch) -> torch.Tensor:
-        return LOSSES[self.loss_name](self(batch.inputs, batch.lengths, batch.targets), batch.targets)
+        return LOSSES[self.loss_name](self(batch.inputs, batch.on_host.lengths, batch.targets), batch.targets)
 
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
         ratio = 0.0
         if stage == "train" and self.strategy == "autoregressive":
             ratio = teacher_forcing_ratio(self.teacher_forcing, self.current_epoch)
             self.log_epoch_value("train/teacher_forcing", ratio)
-        forecast = self(batch.inputs, batch.lengths, batch.targets, ratio)
+        forecast = self(batch.inputs, batch.on_host.lengths, batch.targets, ratio)
         loss = LOSSES[self.loss_name](forecast, batch.targets)
         if stage != "train":
             self._update_errors(batch, forecast, stage)
@@ -141,10 +141,12 @@ class Forecaster(RecurrentTask):
         baselines = baseline_forecasts(history, truth, self.baselines, self.seasonal_period, self.target_mean)
         self.errors[f"{stage}_errors"].update(predicted, truth, baselines)
         if stage == "val" and history is not None:
-            for row in (batch.extras["index"] < self.logged_windows).nonzero().flatten().tolist():
-                self._windows.append(
-                    {"index": int(batch.extras["index"][row]), "history": history[row].cpu(), "truth": truth[row].cpu(), "forecast": predicted[row].detach().cpu()}
-                )
+            index = batch.on_host.extras["index"]  # rows picked on the host: only batches holding a logged window copy
+            rows = (index < self.logged_windows).nonzero().flatten().tolist()
+            if rows:
+                kept = (history[rows].cpu(), truth[rows].cpu(), predicted[rows].detach().cpu())
+                for row, (past, future, forecast) in zip(rows, zip(*kept), strict=True):
+                    self._windows.append({"index": int(index[row]), "history": past, "truth": future, "forecast": forecast})
 
     # -- epoch ends --------------------------------------------------------------------------------
 
@@ -173,8 +175,8 @@ class Forecaster(RecurrentTask):
     def predict_step(self, batch: Batch, batch_idx: int = 0) -> list[dict[str, Any]]:
         """One record per history window: its ``index`` and the ``forecast`` per target column
         (``horizon`` values each, original units)."""
-        forecast = self.to_original(self(batch.inputs, batch.lengths))
+        forecast = self.to_original(self(batch.inputs, batch.on_host.lengths))
         return [
             {"index": int(index), "forecast": {name: forecast[row, :, k].tolist() for k, name in enumerate(self.targets)}}
-            for row, index in enumerate(batch.extras["index"].tolist())
+            for row, index in enumerate(batch.on_host.extras["index"].tolist())
         ]

@@ -131,11 +131,11 @@ class LanguageModel(RecurrentTask):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
 
     def probe_loss(self, batch: Batch) -> torch.Tensor:
-        logits, _ = self(batch.inputs, batch.lengths)
+        logits, _ = self(batch.inputs, batch.on_host.lengths)
         return self.summed_nll(logits, batch.targets) / self.loss_weight(batch)
 
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
-        logits, final = self(batch.inputs, batch.lengths, self._initial_state(batch, stage))
+        logits, final = self(batch.inputs, batch.on_host.lengths, self._initial_state(batch, stage))
         if "continues" in batch.extras:
             self._carried[stage] = detach_state(final)
         nll = self.summed_nll(logits, batch.targets)
@@ -188,7 +188,7 @@ class LanguageModel(RecurrentTask):
         pad, eos = self.vocab.pad_id, self.vocab.eos_id
         # The final state is each prompt's state at its last valid token, exact for a padded batch.
         outputs, state = self.backbone(inputs, lengths)
-        last = outputs[torch.arange(batch, device=device), lengths.to(device) - 1]  # (B, D)
+        last = outputs[torch.arange(batch, device=device), lengths.to(device, non_blocking=True) - 1]  # (B, D)
         logits = self.projection(self.dropout(last))  # (B, V)
         tokens = inputs.new_full((batch, max_length), pad)
         ended = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -221,10 +221,10 @@ class LanguageModel(RecurrentTask):
         the batching.
         """
         check_generation_options(max_length, temperature, top_k)
-        index = batch.extras["index"]
+        index = batch.on_host.extras["index"]
         generator = torch.Generator(device=batch.inputs.device)
         generator.manual_seed(seed * 1_000_003 + int(index.min()))
-        tokens, counts = self.generate(batch.inputs, batch.lengths, max_length, temperature, top_k, generator)
+        tokens, counts = self.generate(batch.inputs, batch.on_host.lengths, max_length, temperature, top_k, generator)
         records = []
         for example, row, count in zip(index.tolist(), tokens.tolist(), counts.tolist()):
             words = self.vocab.decode(row[:count])

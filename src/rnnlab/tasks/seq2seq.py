@@ -168,7 +168,7 @@ class Seq2SeqTask(RecurrentTask):
 
     def forward(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for targets (B, T) = y_1 .. y_n <eos> padded with IGNORE_INDEX."""
-        memory, state = self.encode(batch.inputs, batch.lengths, batch.mask)
+        memory, state = self.encode(batch.inputs, batch.on_host.lengths, batch.mask)
         gold = batch.targets
         bos = gold.new_full((gold.shape[0], 1), self.target_vocab.bos_id)
         shifted = torch.cat([bos, gold[:, :-1]], dim=1)  # <bos> y_1 .. y_n
@@ -204,8 +204,8 @@ class Seq2SeqTask(RecurrentTask):
     # -- decoding ------------------------------------------------------------------------------
 
     def max_lengths(self, lengths: torch.Tensor, max_length_ratio: float, max_length_offset: int) -> torch.Tensor:
-        """Source lengths (B,) -> the most tokens to generate per row, ceil(ratio * length + offset) >= 1."""
-        return (lengths.float() * max_length_ratio + max_length_offset).ceil().long().clamp(min=1).to(self.banned.device)
+        """Source lengths (B,) -> the most tokens to generate per row, ceil(ratio * length + offset) >= 1, on the lengths' device."""
+        return (lengths.float() * max_length_ratio + max_length_offset).ceil().long().clamp(min=1)
 
     @torch.no_grad()
     def decode(
@@ -218,8 +218,8 @@ class Seq2SeqTask(RecurrentTask):
         nbest: int | None = None,
     ) -> Hypotheses:
         """Search every row of the batch at once: greedy for beam_size 1, else beam search."""
-        memory, state = self.encode(batch.inputs, batch.lengths, batch.mask)
-        limits = self.max_lengths(batch.lengths, max_length_ratio, max_length_offset)
+        memory, state = self.encode(batch.inputs, batch.on_host.lengths, batch.mask)
+        limits = self.max_lengths(batch.on_host.lengths, max_length_ratio, max_length_offset)
         vocab = self.target_vocab
         if beam_size == 1:
             return greedy_search(self.decoder, memory, state, limits, vocab.bos_id, vocab.eos_id, vocab.pad_id, self.banned)
@@ -254,20 +254,27 @@ class Seq2SeqTask(RecurrentTask):
         return self.source_vocab.decode(row[:length].tolist())
 
     def _keep_examples(self, batch: Batch, hypotheses: Hypotheses) -> None:
-        """Keep the validation examples with dataset index < logged_examples, for TensorBoard."""
-        for row in (batch.extras["index"] < self.logged_examples).nonzero().flatten().tolist():
-            length = int(hypotheses.lengths[row, 0])
-            predicted = self.target_vocab.decode(hypotheses.tokens[row, 0, :length].tolist())
+        """Keep the validation examples with dataset index < logged_examples, for TensorBoard.
+        Rows are picked on the host batch; only batches holding such an example copy hypotheses."""
+        host = batch.on_host
+        rows = (host.extras["index"] < self.logged_examples).nonzero().flatten().tolist()
+        if not rows:
+            return
+        tokens, lengths = hypotheses.tokens[rows, 0].cpu(), hypotheses.lengths[rows, 0].tolist()  # (R, L), R lengths
+        with_weights = hypotheses.attention is not None and self.source_vocab is not None
+        attention = hypotheses.attention[rows, 0].float().cpu() if with_weights else None  # (R, L, S)
+        for kept, (row, length) in enumerate(zip(rows, lengths, strict=True)):
+            source_length = int(host.lengths[row])
             weights = None
-            if hypotheses.attention is not None and self.source_vocab is not None:
-                steps = min(length + 1, hypotheses.attention.shape[2])  # the tokens and the step that chose <eos>
-                weights = hypotheses.attention[row, 0, :steps, : int(batch.lengths[row])].float().cpu()
+            if attention is not None:
+                steps = min(length + 1, attention.shape[1])  # the tokens and the step that chose <eos>
+                weights = attention[kept, :steps, :source_length]
             self._examples.append(
                 {
-                    "index": int(batch.extras["index"][row]),
-                    "source": self.source_text(batch.inputs[row], int(batch.lengths[row])),
-                    "references": [self.target_vocab.decode(ref) for ref in batch.extras["references"][row]],
-                    "predicted": predicted,
+                    "index": int(host.extras["index"][row]),
+                    "source": self.source_text(host.inputs[row], source_length),
+                    "references": [self.target_vocab.decode(ref) for ref in host.extras["references"][row]],
+                    "predicted": self.target_vocab.decode(tokens[kept, :length].tolist()),
                     "weights": weights,
                 }
             )

@@ -27,10 +27,15 @@ class SpanF1(Metric):
     ``target == ignore_index`` are padding and dropped from both. ``compute()`` gives
     ``{"precision", "recall", "f1"}`` as float tensors (0 where undefined); ``report()`` the same
     per span type with its ``support`` (gold spans) plus a ``micro`` row.
+
+    Spans are counted on the host, which on a GPU waits for the kernels queued so far; so updates
+    are held on their device and counted ``COUNT_EVERY`` at a time, and before any result.
     """
 
     full_state_update = False
     higher_is_better = True
+    #: Updates held before their spans are counted: one wait for a GPU per this many training steps.
+    COUNT_EVERY = 64
 
     def __init__(self, labels: list[str], scheme: str, ignore_index: int = -100, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -44,25 +49,44 @@ class SpanF1(Metric):
         self._type_index = {kind: i for i, kind in enumerate(self.types)}
         for name in ("true_positives", "predicted", "gold"):
             self.add_state(name, default=torch.zeros(len(self.types), dtype=torch.long), dist_reduce_fx="sum")
+        self._held: list[tuple[torch.Tensor, torch.Tensor]] = []  # (preds, target) of updates not yet counted
 
     def _spans(self, ids: list[int], keep: list[bool]) -> set[tuple[str, int, int]]:
         return set(extract_spans([self.labels[i] for i, k in zip(ids, keep) if k], self.scheme))
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """preds (B, T) long, target (B, T) long with ``ignore_index`` at padding."""
-        valid = target != self.ignore_index
-        pred_ids = preds[valid]
-        if ((pred_ids < 0) | (pred_ids >= len(self.labels))).any():
-            raise ValueError(f"predicted tag ids must lie in [0, {len(self.labels)}) at valid steps")
-        # Counted in Python on the CPU: span extraction is sequential string logic.
+        self._held.append((preds.detach(), target.detach()))
+        if len(self._held) >= self.COUNT_EVERY:
+            self._count_held()
+
+    def _count_held(self) -> None:
+        """Add the held updates' spans to the states, counted in Python on the CPU: span
+        extraction is sequential string logic."""
+        held, self._held = self._held, []
         counts = {name: [0] * len(self.types) for name in ("true_positives", "predicted", "gold")}
-        for pred_row, target_row, valid_row in zip(preds.tolist(), target.tolist(), valid.tolist()):
-            predicted, gold = self._spans(pred_row, valid_row), self._spans(target_row, valid_row)
-            for name, spans in (("true_positives", predicted & gold), ("predicted", predicted), ("gold", gold)):
-                for kind, _, _ in spans:
-                    counts[name][self._type_index[kind]] += 1
+        for preds, target in held:
+            preds, target = preds.cpu(), target.cpu()
+            valid = target != self.ignore_index
+            pred_ids = preds[valid]
+            if ((pred_ids < 0) | (pred_ids >= len(self.labels))).any():
+                raise ValueError(f"predicted tag ids must lie in [0, {len(self.labels)}) at valid steps")
+            for pred_row, target_row, valid_row in zip(preds.tolist(), target.tolist(), valid.tolist()):
+                predicted, gold = self._spans(pred_row, valid_row), self._spans(target_row, valid_row)
+                for name, spans in (("true_positives", predicted & gold), ("predicted", predicted), ("gold", gold)):
+                    for kind, _, _ in spans:
+                        counts[name][self._type_index[kind]] += 1
         for name, values in counts.items():
-            setattr(self, name, getattr(self, name) + torch.tensor(values, device=self.device))
+            setattr(self, name, getattr(self, name) + torch.tensor(values).to(self.device, non_blocking=True))
+
+    def sync(self, *args, **kwargs) -> None:
+        """Count the held updates first: every result (compute, report) and DDP's sum come after a sync."""
+        self._count_held()
+        super().sync(*args, **kwargs)
+
+    def reset(self) -> None:
+        super().reset()
+        self._held = []
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Micro ``precision``, ``recall`` and ``f1`` over all span types (float tensors)."""

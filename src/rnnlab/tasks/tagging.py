@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rnnlab.backbones.char_encoder import CharWordEncoder
 from rnnlab.batch import Batch
@@ -22,6 +21,7 @@ from rnnlab.errors import UserError
 from rnnlab.heads.tagging import TaggingHead
 from rnnlab.tag_schemes import allowed_transitions
 from rnnlab.tasks.base import STAGES, RecurrentTask, WeightedMean
+from rnnlab.tasks.confusion import ConfusionCounts
 from rnnlab.tasks.media import log_text, markdown_table
 from rnnlab.tasks.per_class import format_report, per_class_report, write_report
 from rnnlab.tasks.span_metrics import SpanF1
@@ -76,7 +76,7 @@ class SequenceTagger(RecurrentTask):
         # torchmetrics' accuracy would select the valid tokens first (boolean indexing waits for a GPU).
         self.accuracy = nn.ModuleDict({f"{s}_acc": WeightedMean() for s in STAGES})
         self.spans = nn.ModuleDict({f"{s}_spans": SpanF1(self.labels, self.scheme) for s in STAGES}) if self.scheme else None
-        self.test_confusion = MulticlassConfusionMatrix(num_tags, validate_args=False)
+        self.test_confusion = ConfusionCounts(num_tags)
         self._examples: list[tuple[list[int], list[int], list[int]]] = []
 
     @property
@@ -98,7 +98,10 @@ class SequenceTagger(RecurrentTask):
         chars: torch.Tensor | None = None,
         char_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """inputs (B, T), lengths (B,), mask (B, T), chars (B, T, W), char_lengths (B, T) -> emissions (B, T, C)."""
+        """inputs (B, T), lengths (B,), mask (B, T), chars (B, T, W), char_lengths (B, T) -> emissions (B, T, C).
+
+        ``lengths``, ``mask`` and ``char_lengths`` may be on the CPU while the rest is on a GPU (as
+        :meth:`emissions` passes them): what the backbone and character encoder read on the host."""
         features = None
         if self.char_encoder is not None:
             if chars is None or char_lengths is None:
@@ -108,7 +111,8 @@ class SequenceTagger(RecurrentTask):
         return self.head(outputs)
 
     def emissions(self, batch: Batch) -> torch.Tensor:
-        return self(batch.inputs, batch.lengths, batch.mask, batch.extras.get("chars"), batch.extras.get("char_lengths"))
+        host = batch.on_host  # the character encoder picks valid tokens on the host: no wait for a GPU
+        return self(batch.inputs, host.lengths, host.mask, batch.extras.get("chars"), host.extras.get("char_lengths"))
 
     def loss_weight(self, batch: Batch) -> torch.Tensor:
         return batch.lengths.sum()
@@ -127,7 +131,7 @@ class SequenceTagger(RecurrentTask):
         if self.spans is not None:
             self.spans[f"{stage}_spans"].update(predicted, batch.targets)
         if stage == "test":
-            self.test_confusion.update(predicted[batch.mask], batch.targets[batch.mask])
+            self.test_confusion.update(predicted, batch.targets)  # IGNORE_INDEX at padding counts nowhere
         if stage == "val":
             self._keep_examples(batch, predicted)
         return loss
@@ -166,12 +170,16 @@ class SequenceTagger(RecurrentTask):
             write_report(Path(self.trainer.default_root_dir), report, text)
 
     def _keep_examples(self, batch: Batch, predicted: torch.Tensor) -> None:
-        """Keep the validation sentences with dataset index < logged_examples, for TensorBoard."""
-        for row in (batch.extras["index"] < self.logged_examples).nonzero().flatten().tolist():
-            length = int(batch.lengths[row])
-            self._examples.append(
-                (batch.inputs[row, :length].tolist(), batch.targets[row, :length].tolist(), predicted[row, :length].tolist())
-            )
+        """Keep the validation sentences with dataset index < logged_examples, for TensorBoard.
+        Rows are picked on the host batch; only batches holding such a sentence copy predictions."""
+        host = batch.on_host
+        rows = (host.extras["index"] < self.logged_examples).nonzero().flatten().tolist()
+        if not rows:
+            return
+        kept = predicted[rows].cpu()  # (R, T)
+        for row, tags in zip(rows, kept, strict=True):
+            length = int(host.lengths[row])
+            self._examples.append((host.inputs[row, :length].tolist(), host.targets[row, :length].tolist(), tags[:length].tolist()))
 
     def _log_examples(self) -> None:
         examples, self._examples = self._examples, []
@@ -194,5 +202,5 @@ class SequenceTagger(RecurrentTask):
         predicted = self.head.decode(self.emissions(batch), batch.mask).cpu()
         return [
             {"index": index, "tags": [self.labels[t] for t in row[:length]]}
-            for index, row, length in zip(batch.extras["index"].tolist(), predicted.tolist(), batch.lengths.tolist())
+            for index, row, length in zip(batch.on_host.extras["index"].tolist(), predicted.tolist(), batch.on_host.lengths.tolist())
         ]
