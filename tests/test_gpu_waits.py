@@ -4,7 +4,7 @@ On a GPU, any op that reads device data on the host (``item()``, ``bool()``, ``n
 indexing, ``bincount``, a copy to the CPU, a blocking copy from it) waits for every kernel queued
 so far, and the GPU then idles while the host queues the next ones. Meta tensors have shapes but
 no data, like a GPU's seen from the host, and sit on a device other than the CPU: a step run on
-them with the host batch kept on the CPU (as ``RecurrentTask.transfer_batch_to_device`` keeps it)
+them with the host batch kept on the CPU (as ``Batch.to`` keeps it)
 meets the same waits, and the same device mismatches, as on a GPU. :class:`HostWaits` records each
 wait with the rnnlab function that made it and fakes a result so the step runs on.
 """
@@ -172,9 +172,12 @@ def test_without_the_host_batch_the_backbone_waits_for_the_lengths(data_files: d
 
 
 def test_the_transfer_keeps_the_loader_s_batch_on_the_cpu(data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning's batch transfer (the task's default hook) calls Batch.to, which keeps the host batch."""
     task, moved = task_on_meta("classifier", data_files, monkeypatch)
     assert moved.inputs.device.type == "meta" and moved.lengths.device.type == "meta"
+    assert moved.extras["chars" if "chars" in moved.extras else "index"].device.type == "meta"
     assert moved.host is not None and moved.on_host.lengths.device.type == "cpu"
     assert torch.equal(moved.on_host.mask.sum(1), moved.on_host.lengths)
+    assert moved.to("meta").on_host is moved.on_host  # moved again: still the loader's batch
     again = task.transfer_batch_to_device(moved.on_host, torch.device("cpu"), 0)
     assert again.host is None and again.on_host is again  # a batch that stays on the CPU is its own host batch

@@ -24,7 +24,7 @@ class Batch:
              None when predicting
     extras   task-specific tensors, e.g. ``index`` (B,): position of each example in its dataset
     host     the batch as its data loader made it, on the CPU, kept when the batch moves to a GPU
-             (RecurrentTask.transfer_batch_to_device); read it through :attr:`on_host`
+             (:meth:`to`); read it through :attr:`on_host`
     """
 
     inputs: torch.Tensor
@@ -32,7 +32,7 @@ class Batch:
     mask: torch.Tensor
     targets: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-    # Not an __init__ field: Lightning's batch transfer keeps such fields as they are, on the CPU.
+    # Not an __init__ field: map() and dataclass copies leave it out (None).
     host: Batch | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -53,6 +53,18 @@ class Batch:
             apply(self.targets),
             {key: apply(value) for key, value in self.extras.items()},
         )
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch on ``device``: what Lightning's batch transfer calls (as on a tensor). Copied
+        without blocking the host, as Lightning copies tensors; off the CPU the batch keeps the one
+        it came from as :attr:`host`, since the host must read lengths and masks, and reading the
+        moved ones would wait for every kernel a GPU has queued (the last step's included)."""
+        device = torch.device(device)
+        non_blocking = device.type not in ("cpu", "mps")  # Lightning's rule (MPS: a race in torch)
+        moved = self.map(lambda value: value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value)
+        if device.type != "cpu":
+            moved.host = self.on_host
+        return moved
 
     def pin_memory(self) -> Batch:
         """The batch with every tensor in page-locked memory, so that copies to a GPU run

@@ -123,15 +123,6 @@ class RecurrentTask(L.LightningModule):
 
     # -- one path for every stage ------------------------------------------------------------
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Lightning's move, keeping the batch as the loader made it in ``Batch.host``: the
-        backbone's dispatch and packing need the lengths on the CPU, and reading the moved ones
-        would make the host wait for every kernel a GPU has queued (the last step's included)."""
-        moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
-        if isinstance(batch, Batch) and device.type != "cpu":
-            moved.host = batch.on_host
-        return moved
-
     def compute(self, batch: Batch, stage: str) -> torch.Tensor:
         """Forward the batch, update the stage's metrics, return the loss."""
         raise NotImplementedError
