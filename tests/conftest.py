@@ -182,6 +182,19 @@ def ner_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {split: write_conll(directory / f"{split}.conll", rows) for split, rows in ner_splits().items()}
 
 
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Hydra overrides naming small files for the data configs that read them (conll, text_lm)."""
+    directory = tmp_path_factory.mktemp("data_files")
+    splits = ner_splits(train=40, val=16, test=8)
+    conll = {split: write_conll(directory / f"{split}.conll", rows) for split, rows in splits.items()}
+    text = write_lines(directory / "corpus.txt", [f"the {i % 7} cat sat on mat {i % 5}" for i in range(200)])
+    return {
+        "conll": [f"data.train_file={conll['train']}", f"data.val_file={conll['val']}"],
+        "text_lm": [f"data.train_file={text}"],
+    }
+
+
 # -- running the commands --------------------------------------------------------------------
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import write_conll, write_lines, ner_splits
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerFn
@@ -99,32 +98,20 @@ TASKS = {
 EVALUATION_WAITS = dict.fromkeys(("seq2seq", "seq2seq_own_predictions_fed"), {"search.greedy_search", "search.sequences"})
 
 
-@pytest.fixture(scope="module")
-def data_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    directory = tmp_path_factory.mktemp("gpu_waits")
-    splits = ner_splits(train=40, val=16, test=8)
-    conll = {split: write_conll(directory / f"{split}.conll", rows) for split, rows in splits.items()}
-    text = write_lines(directory / "corpus.txt", [f"the {i % 7} cat sat on mat {i % 5}" for i in range(200)])
-    return {
-        "conll": [f"data.train_file={conll['train']}", f"data.val_file={conll['val']}"],
-        "text_lm": [f"data.train_file={text}"],
-    }
-
-
-def task_on_meta(name: str, data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Batch]:
-    """The task built from its config, moved to the meta device, and a training batch moved there
-    by the task's own transfer hook; Lightning's logging is stubbed out (no trainer)."""
+def task_on_meta(name: str, data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch, device: str = "meta") -> tuple[Any, Batch]:
+    """The task built from its config, moved to ``device`` (tests/test_cuda.py: a GPU), and a
+    training batch moved there by the task's transfer hook; Lightning's logging is stubbed out (no trainer)."""
     overrides = TASKS[name]
     data = overrides[0].removeprefix("data=")
     cfg = compose_config(*overrides, *data_files.get(data, []))
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    task = instantiate(cfg.model, data_spec=datamodule.spec).to("meta")
+    task = instantiate(cfg.model, data_spec=datamodule.spec).to(device)
     monkeypatch.setattr(task, "log", lambda *args, **kwargs: None)
     optimizer = SimpleNamespace(param_groups=[{"lr": 0.1}])
     task._trainer = SimpleNamespace(optimizers=[optimizer], current_epoch=0, global_step=0, state=SimpleNamespace(fn=TrainerFn.FITTING))
     batch = next(iter(datamodule.train_dataloader()))
-    return task, task.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    return task, task.transfer_batch_to_device(batch, torch.device(device), 0)
 
 
 @pytest.mark.parametrize("name", TASKS)
