@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 # -- overrides -------------------------------------------------------------------------------
 
@@ -180,6 +182,16 @@ def ner_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """train.conll (150 sentences), val.conll (40), test.conll (60) of the tiny NER task."""
     directory = tmp_path_factory.mktemp("ner")
     return {split: write_conll(directory / f"{split}.conll", rows) for split, rows in ner_splits().items()}
+
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """conf/train.yaml with overrides. Only data / model / trainer are used, so the
+    ``${hydra:runtime.output_dir}`` in ``paths`` is never resolved."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")

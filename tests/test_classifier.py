@@ -9,20 +9,19 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import rnnlab.tasks.base
+from conftest import compose_config
 from rnnlab.batch import Batch
 from rnnlab.data import KeywordsDataModule
 from rnnlab.errors import UserError
 from rnnlab.tasks import SequenceClassifier
 from rnnlab.tasks.base import WeightedMean
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Small and fast: a tiny keywords task and a tiny model.
 SMALL = [
@@ -48,13 +47,6 @@ def one_torch_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def compose_config(*overrides: str) -> DictConfig:
-    """conf/train.yaml with overrides. Only data / model / trainer are used, so the
-    ``${hydra:runtime.output_dir}`` in ``paths`` is never resolved."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 def build(cfg: DictConfig) -> tuple[KeywordsDataModule, SequenceClassifier]:

@@ -25,7 +25,7 @@ from rnnlab.backbones import RecurrentBackbone
 from rnnlab.callbacks import DivergenceMonitor
 from rnnlab.data.collate import SequenceCollator
 from rnnlab.heads.crf import LinearChainCRF
-from test_gpu_waits import TASKS, task_on_meta
+from test_gpu_waits import TASKS, task_and_batch_on
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -272,7 +272,7 @@ def test_a_training_step_on_the_gpu_never_synchronises(name: str, data_files: di
     """What tests/test_gpu_waits.py proves on the meta device, on a real one: CUDA's sync debug
     mode raises at any op that makes the host wait for the GPU (after a first step, whose library
     set-up may)."""
-    task, batch = task_on_meta(name, data_files, monkeypatch, device="cuda")
+    task, batch = task_and_batch_on(name, data_files, monkeypatch, device="cuda")
     task.train()
     task.training_step(batch, 0).backward()
     torch.cuda.set_sync_debug_mode("error")

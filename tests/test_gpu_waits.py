@@ -4,9 +4,9 @@ On a GPU, any op that reads device data on the host (``item()``, ``bool()``, ``n
 indexing, ``bincount``, a copy to the CPU, a blocking copy from it) waits for every kernel queued
 so far, and the GPU then idles while the host queues the next ones. Meta tensors have shapes but
 no data, like a GPU's seen from the host, and sit on a device other than the CPU: a step run on
-them with the host batch kept on the CPU (as ``Batch.to`` keeps it)
-meets the same waits, and the same device mismatches, as on a GPU. :class:`HostWaits` records each
-wait with the rnnlab function that made it and fakes a result so the step runs on.
+them with the host batch kept on the CPU (as ``Batch.to`` keeps it) meets the same waits, and the
+same device mismatches, as on a GPU. :class:`HostWaits` records each wait with the rnnlab
+function that made it and fakes a result so the step runs on.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from conftest import compose_config
 from rnnlab.batch import Batch
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 aten = torch.ops.aten
 #: Ops whose result's size or value the host needs from the device's data.
 DATA_DEPENDENT = (aten.nonzero, aten.masked_select, aten.bincount, aten._unique2, aten.unique_consecutive, aten.unique_dim, aten.equal)
@@ -72,11 +71,6 @@ class HostWaits(TorchDispatchMode):
         return fake
 
 
-def compose_config(*overrides: str) -> Any:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
-
-
 TINY = ["model.backbone.hidden_size=8"]
 TASKS = {
     "classifier": ["data=keywords", "data.num_train=64", "data.num_val=32", "data.num_test=32", *TINY],
@@ -98,9 +92,10 @@ TASKS = {
 EVALUATION_WAITS = dict.fromkeys(("seq2seq", "seq2seq_own_predictions_fed"), {"search.greedy_search", "search.sequences"})
 
 
-def task_on_meta(name: str, data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch, device: str = "meta") -> tuple[Any, Batch]:
-    """The task built from its config, moved to ``device`` (tests/test_cuda.py: a GPU), and a
-    training batch moved there by the task's transfer hook; Lightning's logging is stubbed out (no trainer)."""
+def task_and_batch_on(name: str, data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch, device: str = "meta") -> tuple[Any, Batch]:
+    """The task built from its config, moved to ``device`` (the meta device here; tests/test_cuda.py:
+    a GPU), and a training batch moved there by the task's transfer hook; Lightning's logging is
+    stubbed out (no trainer)."""
     overrides = TASKS[name]
     data = overrides[0].removeprefix("data=")
     cfg = compose_config(*overrides, *data_files.get(data, []))
@@ -116,7 +111,7 @@ def task_on_meta(name: str, data_files: dict[str, list[str]], monkeypatch: pytes
 
 @pytest.mark.parametrize("name", TASKS)
 def test_a_training_step_makes_the_host_wait_for_nothing(name: str, data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    task, batch = task_on_meta(name, data_files, monkeypatch)
+    task, batch = task_and_batch_on(name, data_files, monkeypatch)
     task.train()
     with HostWaits() as recorder:
         loss = task.training_step(batch, 0)
@@ -128,7 +123,7 @@ def test_a_training_step_makes_the_host_wait_for_nothing(name: str, data_files: 
 @pytest.mark.parametrize("stage", ["validation", "test"])
 @pytest.mark.parametrize("name", TASKS)
 def test_an_evaluation_step_waits_only_where_it_must(name: str, stage: str, data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    task, batch = task_on_meta(name, data_files, monkeypatch)
+    task, batch = task_and_batch_on(name, data_files, monkeypatch)
     task.eval()
     if hasattr(task, "logged_examples"):
         task.logged_examples = 0  # no example of this batch is kept for TensorBoard
@@ -140,7 +135,7 @@ def test_an_evaluation_step_waits_only_where_it_must(name: str, stage: str, data
 
 
 def test_the_tagger_copies_a_kept_example_s_predictions_once(data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    task, batch = task_on_meta("tagger_crf_chars", data_files, monkeypatch)
+    task, batch = task_and_batch_on("tagger_crf_chars", data_files, monkeypatch)
     task.eval()
     task.logged_examples = 10**9  # every sentence of the batch is kept
     with HostWaits() as recorder, torch.no_grad():
@@ -151,7 +146,7 @@ def test_the_tagger_copies_a_kept_example_s_predictions_once(data_files: dict[st
 
 def test_without_the_host_batch_the_backbone_waits_for_the_lengths(data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
     """The recorder sees a wait where one is: lengths read back from the device."""
-    task, batch = task_on_meta("classifier", data_files, monkeypatch)
+    task, batch = task_and_batch_on("classifier", data_files, monkeypatch)
     batch.host = None
     with HostWaits() as recorder:
         task.training_step(batch, 0)
@@ -160,9 +155,9 @@ def test_without_the_host_batch_the_backbone_waits_for_the_lengths(data_files: d
 
 def test_the_transfer_keeps_the_loader_s_batch_on_the_cpu(data_files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
     """Lightning's batch transfer (the task's default hook) calls Batch.to, which keeps the host batch."""
-    task, moved = task_on_meta("classifier", data_files, monkeypatch)
+    task, moved = task_and_batch_on("classifier", data_files, monkeypatch)
     assert moved.inputs.device.type == "meta" and moved.lengths.device.type == "meta"
-    assert moved.extras["chars" if "chars" in moved.extras else "index"].device.type == "meta"
+    assert moved.extras["index"].device.type == "meta"
     assert moved.host is not None and moved.on_host.lengths.device.type == "cpu"
     assert torch.equal(moved.on_host.mask.sum(1), moved.on_host.lengths)
     assert moved.to("meta").on_host is moved.on_host  # moved again: still the loader's batch

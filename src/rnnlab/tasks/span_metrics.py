@@ -64,6 +64,8 @@ class SpanF1(Metric):
         """Add the held updates' spans to the states, counted in Python on the CPU: span
         extraction is sequential string logic."""
         held, self._held = self._held, []
+        if not held:
+            return
         counts = {name: [0] * len(self.types) for name in ("true_positives", "predicted", "gold")}
         for preds, target in held:
             preds, target = preds.cpu(), target.cpu()
